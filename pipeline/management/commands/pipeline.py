@@ -1,0 +1,88 @@
+"""manage.py pipeline start|status|check|retry"""
+
+from __future__ import annotations
+
+from django.core.management.base import BaseCommand, CommandError
+
+from onboarding.models import Repository, Team
+from pipeline import transitions
+from pipeline.errors import InvalidSelection, PipelineNotRetryable
+from pipeline.invariant import find_drift
+from pipeline.models import PipelineRun
+
+
+class Command(BaseCommand):
+    help = "Start, inspect, retry and check onboarding pipelines."
+
+    def add_arguments(self, parser):
+        sub = parser.add_subparsers(dest="action", required=True)
+        start = sub.add_parser("start", help="start a team's pipeline")
+        start.add_argument("--team", required=True, help="team id or exact name")
+        start.add_argument(
+            "--repos", default="", help="comma-separated repository ids (default: all the team's)"
+        )
+        status = sub.add_parser("status", help="show pipeline status")
+        status.add_argument("--team", help="team id or exact name (default: all teams)")
+        retry = sub.add_parser("retry", help="resume a failed pipeline from its failed stage")
+        retry.add_argument("--team", required=True)
+        sub.add_parser("check", help="check the status/queue invariant; exits 1 on drift")
+
+    def handle(self, *args, action: str, **options):
+        return getattr(self, f"handle_{action}")(**options)
+
+    def _team(self, value: str) -> Team:
+        team = (
+            Team.objects.filter(pk=int(value)).first()
+            if value.isdigit()
+            else Team.objects.filter(name=value).first()
+        )
+        if team is None:
+            raise CommandError(f"No team {value!r}.")
+        return team
+
+    def handle_start(self, *, team: str, repos: str, **options):
+        team_obj = self._team(team)
+        ids = [r for r in repos.split(",") if r.strip()] or list(
+            Repository.objects.filter(team=team_obj).values_list("pk", flat=True)
+        )
+        try:
+            run = transitions.start_pipeline(team_obj, ids)
+        except InvalidSelection as exc:
+            raise CommandError(str(exc)) from exc
+        self.stdout.write(f"run {run.pk} of team {team_obj.name!r}: {run.stage}")
+
+    def handle_retry(self, *, team: str, **options):
+        try:
+            run = transitions.retry_pipeline(self._team(team))
+        except PipelineNotRetryable as exc:
+            raise CommandError(str(exc)) from exc
+        self.stdout.write(f"run {run.pk} resumed at {run.stage}")
+
+    def handle_status(self, *, team: str | None = None, **options):
+        teams = [self._team(team)] if team else Team.objects.order_by("pk")
+        for team_obj in teams:
+            run = PipelineRun.objects.filter(team=team_obj).first()
+            line = f"team {team_obj.pk} {team_obj.name!r}: {team_obj.pipeline_status}"
+            if team_obj.pipeline_error:
+                line += f" ({team_obj.pipeline_error})"
+            self.stdout.write(line)
+            if run is None:
+                continue
+            for attempt in run.attempts.all():
+                took = f"{attempt.duration_ms} ms" if attempt.duration_ms is not None else "..."
+                self.stdout.write(
+                    f"  {attempt.stage:<20} #{attempt.attempt} {attempt.outcome:<11} {took:>10}"
+                    f"  {attempt.counts or ''} {attempt.error}"
+                )
+
+    def handle_check(self, **options):
+        drift = find_drift()
+        if not drift:
+            self.stdout.write("no drift: every running pipeline has exactly one live job")
+            return
+        for row in drift:
+            self.stdout.write(
+                f"DRIFT team={row.team_id} status={row.pipeline_status} run={row.run_id} "
+                f"jobs={row.live_job_ids}: {row.problem}"
+            )
+        raise CommandError(f"{len(drift)} team(s) drifting", returncode=1)

@@ -1,0 +1,64 @@
+"""Deferring jobs inside the caller's Django transaction.
+
+Inside a worker started by ``manage.py procrastinate worker``, procrastinate swaps the app's
+connector for a psycopg pool (``DjangoConnector.get_worker_connector()``), so a plain
+``task.defer()`` inside a task commits on its own, outside the task's ``transaction.atomic()``:
+a rolled-back hand-off would still enqueue its successor. Every pipeline job is therefore deferred
+through a JobManager bound to Django's own connection, whatever process we are in.
+``configure_task`` does not copy a task's options, so the specs below are the one place that
+names each job's task and queue; ``pipeline.tasks`` declares its tasks from them.
+"""
+
+from __future__ import annotations
+
+import datetime
+from dataclasses import dataclass
+
+from procrastinate.contrib.django.django_connector import DjangoConnector
+from procrastinate.manager import JobManager
+from procrastinate.tasks import configure_task
+
+from pipeline.status import PipelineStatus
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    task_name: str
+    queue: str
+    priority: int = 0
+
+
+# Queues: a long sync never blocks the light stages.
+STAGE_JOBS: dict[str, JobSpec] = {
+    PipelineStatus.SYNCING: JobSpec("pipeline.stage.sync", "sync"),
+    PipelineStatus.LLM_PROCESSING: JobSpec("pipeline.stage.detect", "llm"),
+    PipelineStatus.COMPUTING_METRICS: JobSpec("pipeline.stage.metrics", "default"),
+    PipelineStatus.COMPUTING_INSIGHTS: JobSpec("pipeline.stage.insights", "default"),
+}
+EMAIL_JOB = JobSpec("pipeline.outbox.send_email", "default")
+RESCUE_JOB = JobSpec("pipeline.rescue_stalled_jobs", "default")
+
+STAGE_BY_TASK_NAME: dict[str, str] = {spec.task_name: stage for stage, spec in STAGE_JOBS.items()}
+
+_django_job_manager = JobManager(DjangoConnector())
+
+
+def job_manager() -> JobManager:
+    """A JobManager whose queries run on Django's connection of the current thread."""
+    return _django_job_manager
+
+
+def defer(spec: JobSpec, *, schedule_at: datetime.datetime | None = None, **task_kwargs) -> int:
+    """Insert a job on Django's connection: it commits or rolls back with the caller."""
+    deferrer = configure_task(
+        name=spec.task_name,
+        job_manager=_django_job_manager,
+        queue=spec.queue,
+        priority=spec.priority,
+        schedule_at=schedule_at,
+    )
+    return deferrer.defer(**task_kwargs)
+
+
+def defer_stage(stage: str, *, run_id: int, schedule_at: datetime.datetime | None = None) -> int:
+    return defer(STAGE_JOBS[stage], run_id=run_id, schedule_at=schedule_at)

@@ -1,0 +1,135 @@
+"""Procrastinate tasks: thin. Each loads by id, calls its stage and hands off through
+``pipeline.transitions``. Job arguments are ids only."""
+
+from __future__ import annotations
+
+import logging
+
+from django.conf import settings
+from django.db import close_old_connections
+from procrastinate import JobContext, RetryStrategy
+from procrastinate.contrib.django import app
+from procrastinate.jobs import Job
+from procrastinate.retry import RetryDecision
+
+from pipeline import queue, rescue, transitions
+from pipeline.errors import RescheduleStage, StageError
+from pipeline.stages import email as email_stage
+from pipeline.stages import stage_function
+from pipeline.status import PipelineStatus
+
+logger = logging.getLogger(__name__)
+
+
+class StageRetryStrategy(RetryStrategy):
+    """Exponential backoff, except for errors that retrying cannot fix (a revoked token, a
+    repository the user cannot see): those fail at once, with no retry storm."""
+
+    def get_retry_decision(self, *, exception: BaseException, job: Job) -> RetryDecision | None:
+        if isinstance(exception, StageError) and not exception.retryable:
+            return None
+        return super().get_retry_decision(exception=exception, job=job)
+
+
+def _retry_strategy() -> StageRetryStrategy:
+    return StageRetryStrategy(
+        max_attempts=settings.PIPELINE_STAGE_MAX_RETRIES,
+        exponential_wait=settings.PIPELINE_RETRY_BASE_SECONDS,
+    )
+
+
+def user_message(stage: str, exc: BaseException) -> str:
+    """What the user reads: the stage's own message, or a generic one (details go to logs)."""
+    if isinstance(exc, StageError):
+        return exc.user_message
+    label = PipelineStatus(stage).label.lower()
+    return f"Something went wrong while {label}. You can retry; if it keeps failing, contact us."
+
+
+def run_stage_job(context: JobContext, stage: str, run_id: int) -> None:
+    """Begin, run and hand off one stage; shared by the four stage tasks."""
+    # Worker threads are reused across jobs: drop connections the database has closed.
+    close_old_connections()
+    try:
+        job = context.job
+        attempt = transitions.begin_stage(run_id, stage, job_id=job.id)
+        if attempt is None:
+            return  # the run moved on (re-run after a crash, superseded): nothing to do
+        try:
+            counts = stage_function(stage)(attempt.run)
+        except RescheduleStage as exc:
+            transitions.reschedule_stage(attempt.pk, exc.at, exc.reason)
+            return
+        except Exception as exc:
+            if isinstance(exc, StageError):
+                logger.warning("stage %s of run %s failed: %s", stage, run_id, exc.user_message)
+            else:
+                logger.exception("stage %s of run %s failed", stage, run_id)
+            message = user_message(stage, exc)
+            task = context.app.tasks[job.task_name]
+            if task.get_retry_exception(exc, job) is not None:
+                transitions.retry_stage_later(attempt.pk, message)
+            else:
+                transitions.fail_stage(attempt.pk, message)
+            raise
+        transitions.complete_stage(attempt.pk, counts)
+    finally:
+        close_old_connections()
+
+
+def _stage_task(stage: str):
+    spec = queue.STAGE_JOBS[stage]
+    return app.task(
+        name=spec.task_name,
+        queue=spec.queue,
+        priority=spec.priority,
+        pass_context=True,
+        retry=_retry_strategy(),
+    )
+
+
+@_stage_task(PipelineStatus.SYNCING)
+def sync_stage(context: JobContext, run_id: int) -> None:
+    run_stage_job(context, PipelineStatus.SYNCING, run_id)
+
+
+@_stage_task(PipelineStatus.LLM_PROCESSING)
+def detect_stage(context: JobContext, run_id: int) -> None:
+    run_stage_job(context, PipelineStatus.LLM_PROCESSING, run_id)
+
+
+@_stage_task(PipelineStatus.COMPUTING_METRICS)
+def metrics_stage(context: JobContext, run_id: int) -> None:
+    run_stage_job(context, PipelineStatus.COMPUTING_METRICS, run_id)
+
+
+@_stage_task(PipelineStatus.COMPUTING_INSIGHTS)
+def insights_stage(context: JobContext, run_id: int) -> None:
+    run_stage_job(context, PipelineStatus.COMPUTING_INSIGHTS, run_id)
+
+
+@app.task(
+    name=queue.EMAIL_JOB.task_name,
+    queue=queue.EMAIL_JOB.queue,
+    pass_context=True,
+    retry=_retry_strategy(),
+)
+def send_email(context: JobContext, outbox_id: int) -> None:
+    """The completion e-mail: an outbox job, not a stage. Its failure never fails the
+    pipeline; the outbox row records the provider's error for staff."""
+    close_old_connections()
+    try:
+        task = context.app.tasks[context.job.task_name]
+        email_stage.send_outbox(
+            outbox_id,
+            final_attempt=task.get_retry_exception(Exception(), context.job) is None,
+        )
+    finally:
+        close_old_connections()
+
+
+# No lock= on the rescuer: a locked rescuer whose worker dies would stall itself for good.
+@app.periodic(cron=settings.PIPELINE_RESCUE_CRON)
+@app.task(name=queue.RESCUE_JOB.task_name, queue=queue.RESCUE_JOB.queue, pass_context=True)
+async def rescue_stalled_jobs(context: JobContext, timestamp: int) -> None:
+    await rescue.requeue_stalled_jobs(context.app.job_manager)

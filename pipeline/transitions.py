@@ -1,0 +1,312 @@
+"""The only code that changes a team's pipeline status.
+
+Every function here is one transaction that (1) locks the team row and checks that the pipeline
+is still where the caller thinks it is (compare-and-swap: if another run or a re-run already
+moved it, nothing happens), (2) writes the new status and a history row, and (3) defers the next
+job on Django's connection and sends ``pg_notify``. All of it commits, or none of it does, so the
+status and the queue never drift (see ``pipeline.invariant`` for the query that checks it).
+
+Lock order is always team row first, then the run: two transitions on one team never deadlock.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+from collections.abc import Iterable
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from onboarding.models import Membership, Repository, Team
+from pipeline import notify, queue, signals
+from pipeline.errors import InvalidSelection, PipelineNotRetryable
+from pipeline.models import EmailOutbox, PipelineRun, StageAttempt
+from pipeline.status import STAGE_ORDER, PipelineStatus, next_status
+
+logger = logging.getLogger(__name__)
+
+WORKER_LOST_MESSAGE = "The worker running this step stopped before finishing; it was restarted."
+
+
+def _lock_team(team_id: int) -> Team:
+    return Team.objects.select_for_update().get(pk=team_id)
+
+
+def _parse_ids(repository_ids: Iterable) -> list[int]:
+    ids = []
+    for raw in repository_ids:
+        try:
+            ids.append(int(raw))
+        except (TypeError, ValueError):
+            raise InvalidSelection(f"{raw!r} is not a repository id.") from None
+    return sorted(set(ids))
+
+
+def start_pipeline(team: Team, repository_ids: Iterable) -> PipelineRun:
+    """Start the onboarding pipeline for ``team`` on the given repositories (their pks).
+
+    A start while a run is already running returns that run (double clicks, concurrent POSTs):
+    the team row lock serialises starts, and the partial unique index on running runs backs it
+    up in the database. Ids that are not the team's repositories raise InvalidSelection and
+    enqueue nothing.
+    """
+    ids = _parse_ids(repository_ids)
+    if not ids:
+        raise InvalidSelection("Select at least one repository.")
+    try:
+        with transaction.atomic():
+            team = _lock_team(team.pk)
+            running = PipelineRun.objects.filter(team=team, state=PipelineRun.State.RUNNING).first()
+            if running is not None:
+                return running
+            owned = set(
+                Repository.objects.filter(team=team, pk__in=ids).values_list("pk", flat=True)
+            )
+            if owned != set(ids):
+                # Never say which ids belong to someone else: only that they are not ours.
+                raise InvalidSelection(
+                    "Some of the selected repositories are not available to your team. "
+                    "Reload the list and select again."
+                )
+            Repository.objects.filter(team=team).exclude(pk__in=ids).update(selected=False)
+            Repository.objects.filter(team=team, pk__in=ids).update(selected=True)
+            PipelineRun.objects.filter(team=team, state=PipelineRun.State.FAILED).update(
+                state=PipelineRun.State.SUPERSEDED
+            )
+            now = timezone.now()
+            run = PipelineRun.objects.create(
+                team=team,
+                stage=PipelineStatus.SYNCING,
+                repository_ids=ids,
+                started_at=now,
+                progress={"repositories_total": len(ids), "repositories_done": 0},
+            )
+            queue.defer_stage(PipelineStatus.SYNCING, run_id=run.pk)
+            team.pipeline_status = PipelineStatus.SYNCING
+            team.pipeline_error = ""
+            team.pipeline_started_at = now
+            team.pipeline_completed_at = None
+            team.save(
+                update_fields=[
+                    "pipeline_status", "pipeline_error", "pipeline_started_at",
+                    "pipeline_completed_at",
+                ]
+            )
+            notify.publish(
+                team_id=team.pk, run_id=run.pk, status=team.pipeline_status, event="started"
+            )
+            return run
+    except IntegrityError:
+        # Only reachable if something bypassed the row lock; the index still holds the line.
+        return PipelineRun.objects.get(team_id=team.pk, state=PipelineRun.State.RUNNING)
+
+
+def _is_current(team: Team, run: PipelineRun, stage: str) -> bool:
+    return (
+        run.state == PipelineRun.State.RUNNING
+        and run.stage == stage
+        and team.pipeline_status == stage
+    )
+
+
+def begin_stage(run_id: int, stage: str, *, job_id: int | None) -> StageAttempt | None:
+    """Record that a job starts ``stage`` of run ``run_id``; None when the run is no longer in
+    that stage (a re-run after a crash, a superseded run): the caller must then do nothing."""
+    with transaction.atomic():
+        team_id = PipelineRun.objects.values_list("team_id", flat=True).get(pk=run_id)
+        team = _lock_team(team_id)
+        run = PipelineRun.objects.get(pk=run_id)
+        if not _is_current(team, run, stage):
+            logger.info("stage %s of run %s is not current (%s); skipping", stage, run_id,
+                        team.pipeline_status)
+            return None
+        now = timezone.now()
+        # An attempt still marked running belongs to a worker that died (SIGKILL, OOM, host
+        # loss) before recording its end; this job is its rescue.
+        for lost in run.attempts.filter(stage=stage, outcome=StageAttempt.Outcome.RUNNING):
+            _finish_attempt(lost, StageAttempt.Outcome.FAILED, now, error=WORKER_LOST_MESSAGE)
+        attempt = StageAttempt.objects.create(
+            run=run,
+            stage=stage,
+            attempt=run.attempts.filter(stage=stage).count() + 1,
+            job_id=job_id,
+            started_at=now,
+        )
+        notify.publish(
+            team_id=team.pk, run_id=run.pk, status=stage, event="stage_started",
+            attempt=attempt.pk,
+        )
+        return attempt
+
+
+def _finish_attempt(
+    attempt: StageAttempt,
+    outcome: str,
+    now: datetime.datetime,
+    *,
+    error: str = "",
+    counts: dict | None = None,
+) -> None:
+    attempt.outcome = outcome
+    attempt.finished_at = now
+    attempt.duration_ms = max(0, int((now - attempt.started_at).total_seconds() * 1000))
+    attempt.error = error
+    if counts is not None:
+        attempt.counts = counts
+    attempt.save(update_fields=["outcome", "finished_at", "duration_ms", "error", "counts"])
+
+
+def _lock_attempt(attempt_id: int) -> tuple[Team, PipelineRun, StageAttempt] | None:
+    """Lock the team of an attempt and return fresh rows, or None if the attempt is no longer
+    the running attempt of the current stage (compare-and-swap failed)."""
+    attempt = StageAttempt.objects.get(pk=attempt_id)
+    team_id = PipelineRun.objects.values_list("team_id", flat=True).get(pk=attempt.run_id)
+    team = _lock_team(team_id)
+    run = PipelineRun.objects.get(pk=attempt.run_id)
+    attempt.refresh_from_db()
+    if attempt.outcome != StageAttempt.Outcome.RUNNING or not _is_current(team, run, attempt.stage):
+        logger.info("attempt %s is no longer current; hand-off skipped", attempt_id)
+        return None
+    return team, run, attempt
+
+
+def complete_stage(attempt_id: int, counts: dict | None = None) -> str | None:
+    """Hand off: the attempt succeeded, the next stage is queued, the status moves on. Returns
+    the new status, or None when the run had already moved (nothing changed)."""
+    with transaction.atomic():
+        locked = _lock_attempt(attempt_id)
+        if locked is None:
+            return None
+        team, run, attempt = locked
+        now = timezone.now()
+        new_status = next_status(attempt.stage)
+        # The job goes in first: if anything after it fails, the whole hand-off rolls back with
+        # it (tests/pipeline/test_worker.py injects exactly that fault).
+        if new_status == PipelineStatus.COMPLETE:
+            recipients = list(
+                Membership.objects.filter(team=team, role=Membership.Role.ADMIN)
+                .exclude(user__email="")
+                .values_list("user__email", flat=True)
+            )
+            outbox = EmailOutbox.objects.create(run=run, team=team, recipients=recipients)
+            outbox.job_id = queue.defer(queue.EMAIL_JOB, outbox_id=outbox.pk)
+            outbox.save(update_fields=["job_id"])
+            run.state = PipelineRun.State.COMPLETE
+            run.finished_at = now
+        else:
+            queue.defer_stage(new_status, run_id=run.pk)
+        _finish_attempt(attempt, StageAttempt.Outcome.SUCCEEDED, now, counts=counts or {})
+        run.stage = new_status
+        run.save(update_fields=["stage", "state", "finished_at"])
+        team.pipeline_status = new_status
+        if new_status == PipelineStatus.COMPLETE:
+            team.pipeline_completed_at = now
+        team.save(update_fields=["pipeline_status", "pipeline_completed_at"])
+        notify.publish(
+            team_id=team.pk, run_id=run.pk, status=new_status, event="stage_completed",
+            attempt=attempt.pk,
+        )
+        if attempt.stage == PipelineStatus.SYNCING:
+            transaction.on_commit(
+                lambda: signals.onboarding_sync_completed.send(
+                    sender=PipelineRun,
+                    team_id=team.pk,
+                    run_id=run.pk,
+                    repositories_synced=(counts or {}).get("repositories_synced", 0),
+                    prs_synced=(counts or {}).get("prs_synced", 0),
+                )
+            )
+        if new_status == PipelineStatus.COMPLETE:
+            transaction.on_commit(
+                lambda: signals.pipeline_completed.send(
+                    sender=PipelineRun, team_id=team.pk, run_id=run.pk
+                )
+            )
+        return new_status
+
+
+def retry_stage_later(attempt_id: int, user_message: str) -> None:
+    """The attempt failed with a transient error; procrastinate will run the job again."""
+    with transaction.atomic():
+        locked = _lock_attempt(attempt_id)
+        if locked is None:
+            return
+        team, run, attempt = locked
+        _finish_attempt(attempt, StageAttempt.Outcome.RETRYING, timezone.now(), error=user_message)
+        notify.publish(
+            team_id=team.pk, run_id=run.pk, status=team.pipeline_status, event="stage_retrying",
+            attempt=attempt.pk,
+        )
+
+
+def reschedule_stage(attempt_id: int, at: datetime.datetime, reason: str) -> None:
+    """Continue the stage at ``at`` in a new job (e.g. after a rate-limit reset) instead of
+    keeping a worker asleep. The current job then ends; the new one is the stage's live job."""
+    with transaction.atomic():
+        locked = _lock_attempt(attempt_id)
+        if locked is None:
+            return
+        team, run, attempt = locked
+        queue.defer_stage(attempt.stage, run_id=run.pk, schedule_at=at)
+        _finish_attempt(attempt, StageAttempt.Outcome.RESCHEDULED, timezone.now(), error=reason)
+        notify.publish(
+            team_id=team.pk, run_id=run.pk, status=team.pipeline_status, event="stage_rescheduled",
+            attempt=attempt.pk,
+        )
+
+
+def fail_stage(attempt_id: int, user_message: str) -> bool:
+    """Final failure of a stage: the run and the team are ``failed`` with a user-facing
+    message. Returns False when the run had already moved on (nothing changed)."""
+    with transaction.atomic():
+        locked = _lock_attempt(attempt_id)
+        if locked is None:
+            return False
+        team, run, attempt = locked
+        now = timezone.now()
+        _finish_attempt(attempt, StageAttempt.Outcome.FAILED, now, error=user_message)
+        run.state = PipelineRun.State.FAILED
+        run.error = user_message
+        run.finished_at = now
+        run.save(update_fields=["state", "error", "finished_at"])
+        team.pipeline_status = PipelineStatus.FAILED
+        team.pipeline_error = user_message
+        team.save(update_fields=["pipeline_status", "pipeline_error"])
+        notify.publish(
+            team_id=team.pk, run_id=run.pk, status=PipelineStatus.FAILED, event="failed",
+            attempt=attempt.pk,
+        )
+        stage = attempt.stage
+        transaction.on_commit(
+            lambda: signals.pipeline_failed.send(
+                sender=PipelineRun, team_id=team.pk, run_id=run.pk, stage=stage,
+                error=user_message,
+            )
+        )
+        return True
+
+
+def retry_pipeline(team: Team) -> PipelineRun:
+    """Resume a failed pipeline from the stage that failed (not from scratch)."""
+    with transaction.atomic():
+        team = _lock_team(team.pk)
+        if team.pipeline_status != PipelineStatus.FAILED:
+            raise PipelineNotRetryable("Only a failed pipeline can be retried.")
+        run = (
+            PipelineRun.objects.filter(team=team, state=PipelineRun.State.FAILED)
+            .order_by("-started_at")
+            .first()
+        )
+        if run is None or run.stage not in STAGE_ORDER:
+            raise PipelineNotRetryable("There is no failed run to resume; start a new one.")
+        queue.defer_stage(run.stage, run_id=run.pk)
+        run.state = PipelineRun.State.RUNNING
+        run.error = ""
+        run.finished_at = None
+        run.save(update_fields=["state", "error", "finished_at"])
+        team.pipeline_status = run.stage
+        team.pipeline_error = ""
+        team.save(update_fields=["pipeline_status", "pipeline_error"])
+        notify.publish(team_id=team.pk, run_id=run.pk, status=run.stage, event="retried")
+        return run
