@@ -12,14 +12,20 @@ logger = logging.getLogger("pipeline.events")
 def log_sync_completed(sender, *, team_id, run_id, repositories_synced, prs_synced, **kwargs):
     logger.info(
         "onboarding_sync_completed team=%s run=%s repositories=%s prs=%s",
-        team_id, run_id, repositories_synced, prs_synced,
+        team_id,
+        run_id,
+        repositories_synced,
+        prs_synced,
     )
 
 
 def log_repository_synced(sender, *, team_id, run_id, repository_id, prs_synced, **kwargs):
     logger.info(
         "repository_sync_completed team=%s run=%s repository=%s prs=%s",
-        team_id, run_id, repository_id, prs_synced,
+        team_id,
+        run_id,
+        repository_id,
+        prs_synced,
     )
 
 
@@ -28,7 +34,9 @@ def log_pipeline_completed(sender, *, team_id, run_id, **kwargs):
 
 
 def log_pipeline_failed(sender, *, team_id, run_id, stage, error, **kwargs):
-    logger.warning("pipeline_failed team=%s run=%s stage=%s error=%r", team_id, run_id, stage, error)
+    logger.warning(
+        "pipeline_failed team=%s run=%s stage=%s error=%r", team_id, run_id, stage, error
+    )
 
 
 def connect() -> None:

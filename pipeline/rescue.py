@@ -45,7 +45,9 @@ async def requeue_stalled_jobs(job_manager: manager.JobManager) -> list[int]:
         query, params = _wake_workers_sql(job.id, job.queue)
         await job_manager.connector.execute_query_async(
             query="SELECT pg_notify(%(c1)s, %(p)s), pg_notify(%(c2)s, %(p)s)",
-            c1=params[0], p=params[1], c2=params[2],
+            c1=params[0],
+            p=params[1],
+            c2=params[2],
         )
         requeued.append(job.id)
         logger.warning("re-queued stalled job %s (%s)", job.id, job.task_name)
@@ -54,11 +56,15 @@ async def requeue_stalled_jobs(job_manager: manager.JobManager) -> list[int]:
 
 def stalled_job_ids() -> set[int]:
     """Ids of jobs in ``doing`` whose worker is dead, read on Django's connection."""
-    rows = queue.job_manager().connector.get_sync_connector().execute_query_all(
-        query=sql.queries["select_stalled_jobs_by_heartbeat"],
-        queue=None,
-        task_name=None,
-        seconds_since_heartbeat=settings.PIPELINE_STALLED_AFTER_SECONDS,
+    rows = (
+        queue.job_manager()
+        .connector.get_sync_connector()
+        .execute_query_all(
+            query=sql.queries["select_stalled_jobs_by_heartbeat"],
+            queue=None,
+            task_name=None,
+            seconds_since_heartbeat=settings.PIPELINE_STALLED_AFTER_SECONDS,
+        )
     )
     return {row["id"] for row in rows}
 

@@ -28,6 +28,8 @@ class StageRetryStrategy(RetryStrategy):
     def get_retry_decision(self, *, exception: BaseException, job: Job) -> RetryDecision | None:
         if isinstance(exception, StageError) and not exception.retryable:
             return None
+        if job.attempts >= (self.max_attempts or 0):  # procrastinate reads 0 as "no limit"
+            return None
         return super().get_retry_decision(exception=exception, job=job)
 
 
@@ -57,9 +59,11 @@ def run_stage_job(context: JobContext, stage: str, run_id: int) -> None:
             return  # the run moved on (re-run after a crash, superseded): nothing to do
         try:
             counts = stage_function(stage)(attempt.run)
+            # The hand-off is inside the try: if its transaction fails, nothing of it committed
+            # (no next job, status unchanged) and the attempt is retried or failed like any error.
+            transitions.complete_stage(attempt.pk, counts)
         except RescheduleStage as exc:
             transitions.reschedule_stage(attempt.pk, exc.at, exc.reason)
-            return
         except Exception as exc:
             if isinstance(exc, StageError):
                 logger.warning("stage %s of run %s failed: %s", stage, run_id, exc.user_message)
@@ -72,7 +76,6 @@ def run_stage_job(context: JobContext, stage: str, run_id: int) -> None:
             else:
                 transitions.fail_stage(attempt.pk, message)
             raise
-        transitions.complete_stage(attempt.pk, counts)
     finally:
         close_old_connections()
 

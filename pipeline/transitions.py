@@ -89,7 +89,9 @@ def start_pipeline(team: Team, repository_ids: Iterable) -> PipelineRun:
             team.pipeline_completed_at = None
             team.save(
                 update_fields=[
-                    "pipeline_status", "pipeline_error", "pipeline_started_at",
+                    "pipeline_status",
+                    "pipeline_error",
+                    "pipeline_started_at",
                     "pipeline_completed_at",
                 ]
             )
@@ -118,8 +120,12 @@ def begin_stage(run_id: int, stage: str, *, job_id: int | None) -> StageAttempt 
         team = _lock_team(team_id)
         run = PipelineRun.objects.get(pk=run_id)
         if not _is_current(team, run, stage):
-            logger.info("stage %s of run %s is not current (%s); skipping", stage, run_id,
-                        team.pipeline_status)
+            logger.info(
+                "stage %s of run %s is not current (%s); skipping",
+                stage,
+                run_id,
+                team.pipeline_status,
+            )
             return None
         now = timezone.now()
         # An attempt still marked running belongs to a worker that died (SIGKILL, OOM, host
@@ -134,7 +140,10 @@ def begin_stage(run_id: int, stage: str, *, job_id: int | None) -> StageAttempt 
             started_at=now,
         )
         notify.publish(
-            team_id=team.pk, run_id=run.pk, status=stage, event="stage_started",
+            team_id=team.pk,
+            run_id=run.pk,
+            status=stage,
+            event="stage_started",
             attempt=attempt.pk,
         )
         return attempt
@@ -204,7 +213,10 @@ def complete_stage(attempt_id: int, counts: dict | None = None) -> str | None:
             team.pipeline_completed_at = now
         team.save(update_fields=["pipeline_status", "pipeline_completed_at"])
         notify.publish(
-            team_id=team.pk, run_id=run.pk, status=new_status, event="stage_completed",
+            team_id=team.pk,
+            run_id=run.pk,
+            status=new_status,
+            event="stage_completed",
             attempt=attempt.pk,
         )
         if attempt.stage == PipelineStatus.SYNCING:
@@ -235,7 +247,10 @@ def retry_stage_later(attempt_id: int, user_message: str) -> None:
         team, run, attempt = locked
         _finish_attempt(attempt, StageAttempt.Outcome.RETRYING, timezone.now(), error=user_message)
         notify.publish(
-            team_id=team.pk, run_id=run.pk, status=team.pipeline_status, event="stage_retrying",
+            team_id=team.pk,
+            run_id=run.pk,
+            status=team.pipeline_status,
+            event="stage_retrying",
             attempt=attempt.pk,
         )
 
@@ -251,7 +266,10 @@ def reschedule_stage(attempt_id: int, at: datetime.datetime, reason: str) -> Non
         queue.defer_stage(attempt.stage, run_id=run.pk, schedule_at=at)
         _finish_attempt(attempt, StageAttempt.Outcome.RESCHEDULED, timezone.now(), error=reason)
         notify.publish(
-            team_id=team.pk, run_id=run.pk, status=team.pipeline_status, event="stage_rescheduled",
+            team_id=team.pk,
+            run_id=run.pk,
+            status=team.pipeline_status,
+            event="stage_rescheduled",
             attempt=attempt.pk,
         )
 
@@ -274,13 +292,19 @@ def fail_stage(attempt_id: int, user_message: str) -> bool:
         team.pipeline_error = user_message
         team.save(update_fields=["pipeline_status", "pipeline_error"])
         notify.publish(
-            team_id=team.pk, run_id=run.pk, status=PipelineStatus.FAILED, event="failed",
+            team_id=team.pk,
+            run_id=run.pk,
+            status=PipelineStatus.FAILED,
+            event="failed",
             attempt=attempt.pk,
         )
         stage = attempt.stage
         transaction.on_commit(
             lambda: signals.pipeline_failed.send(
-                sender=PipelineRun, team_id=team.pk, run_id=run.pk, stage=stage,
+                sender=PipelineRun,
+                team_id=team.pk,
+                run_id=run.pk,
+                stage=stage,
                 error=user_message,
             )
         )

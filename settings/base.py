@@ -207,7 +207,7 @@ LOGGING = {
 PIPELINE_STAGE_OVERRIDES = dict(
     item.split("=", 1) for item in env_list("PIPELINE_STAGE_OVERRIDES") if "=" in item
 )
-# Retries of a failing stage after its first attempt, and the base of the exponential wait in seconds.
+# Retries of a failing stage after its first attempt; base of the exponential wait (s).
 PIPELINE_STAGE_MAX_RETRIES = int(os.environ.get("PIPELINE_STAGE_MAX_RETRIES", "3"))
 PIPELINE_RETRY_BASE_SECONDS = int(os.environ.get("PIPELINE_RETRY_BASE_SECONDS", "5"))
 # How often the rescuer looks for jobs of dead workers (cron with a 6th field for seconds).

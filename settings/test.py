@@ -1,11 +1,21 @@
-"""Test settings: the same database resolution as base (embedded Postgres or DATABASE_URL)."""
+"""Test settings: the same database resolution as base (embedded Postgres or DATABASE_URL).
+
+Worker subprocesses started by the tests use these settings too; values a test needs to change
+in such a subprocess are read from the environment here.
+"""
+
+import os
 
 from settings.base import *  # noqa: F403
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
-OPENAI_API_KEY = ""
-OPENAI_BASE_URL = ""
-GITHUB_API_URL = "http://127.0.0.1:9"  # tests point this at their own local servers
+EMAIL_BACKEND = os.environ.get(
+    "TEST_EMAIL_BACKEND", "django.core.mail.backends.locmem.EmailBackend"
+)
+OPENAI_API_KEY = os.environ.get("TEST_OPENAI_API_KEY", "")
+OPENAI_BASE_URL = os.environ.get("TEST_OPENAI_BASE_URL", "")
+# Tests point this at their own local servers; port 9 (discard) refuses anything else.
+GITHUB_API_URL = os.environ.get("TEST_GITHUB_API_URL", "http://127.0.0.1:9")
 TOKEN_ENCRYPTION_KEY = "0Qk3dFhSx1e8Yq0VqUf7vXo9s2J1mZr5cA4bT6nW8Lg="
+PIPELINE_RETRY_BASE_SECONDS = int(os.environ.get("PIPELINE_RETRY_BASE_SECONDS", "0"))
 WHITENOISE_AUTOREFRESH = True

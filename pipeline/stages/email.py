@@ -34,9 +34,7 @@ def send_outbox(outbox_id: int, *, final_attempt: bool) -> None:
     error = ""
     with transaction.atomic():
         outbox = (
-            EmailOutbox.objects.select_for_update()
-            .select_related("team", "run")
-            .get(pk=outbox_id)
+            EmailOutbox.objects.select_for_update().select_related("team", "run").get(pk=outbox_id)
         )
         if outbox.status == EmailOutbox.Status.SENT:
             return
