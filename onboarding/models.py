@@ -3,6 +3,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.db import models
 
+from onboarding.crypto import decrypt_token, encrypt_token
 from pipeline.status import PipelineStatus
 
 
@@ -56,6 +57,13 @@ class GitHubConnection(models.Model):
 
     def __str__(self) -> str:
         return f"{self.team} as {self.account_login}"
+
+    def set_token(self, token: str) -> None:
+        self.encrypted_token = encrypt_token(token)
+
+    def get_token(self) -> str:
+        """The plain token; raises onboarding.crypto.TokenUnreadable if the key changed."""
+        return decrypt_token(self.encrypted_token)
 
 
 class Repository(models.Model):
