@@ -10,10 +10,9 @@ Nothing here ever puts the token or the key into an exception message, a log lin
 
 from __future__ import annotations
 
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
-
-from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
 
 class TokenUnreadable(Exception):
