@@ -146,6 +146,7 @@ GITHUB_WEB_URL = os.environ.get("GITHUB_WEB_URL", "https://github.com").rstrip("
 SYNC_WINDOW_DAYS = int(os.environ.get("SYNC_WINDOW_DAYS", "90"))
 # URL of the bundled demo GitHub when it runs (set by `manage.py run`).
 DEMO_GITHUB_URL = os.environ.get("DEMO_GITHUB_URL", "").rstrip("/")
+DEMO_GITHUB_TOKEN = os.environ.get("DEMO_GITHUB_TOKEN", "demo-token")
 
 # Fernet key for tokens at rest. In the embedded/dev mode a key is generated once into the
 # git-ignored data folder; anywhere else it must be given.
