@@ -311,8 +311,11 @@ def fail_stage(attempt_id: int, user_message: str) -> bool:
         return True
 
 
-def retry_pipeline(team: Team) -> PipelineRun:
-    """Resume a failed pipeline from the stage that failed (not from scratch)."""
+def retry_pipeline(team: Team, *, failed_job_id: int | None = None) -> PipelineRun:
+    """Resume a failed pipeline from the stage that failed (not from scratch).
+
+    With ``failed_job_id`` (the admin's re-queue of a failed stage job) that job itself is put
+    back in the queue; otherwise a new job is deferred for the stage."""
     with transaction.atomic():
         team = _lock_team(team.pk)
         if team.pipeline_status != PipelineStatus.FAILED:
@@ -324,7 +327,10 @@ def retry_pipeline(team: Team) -> PipelineRun:
         )
         if run is None or run.stage not in STAGE_ORDER:
             raise PipelineNotRetryable("There is no failed run to resume; start a new one.")
-        queue.defer_stage(run.stage, run_id=run.pk)
+        if failed_job_id is not None:
+            queue.job_manager().retry_job_by_id(job_id=failed_job_id, retry_at=timezone.now())
+        else:
+            queue.defer_stage(run.stage, run_id=run.pk)
         run.state = PipelineRun.State.RUNNING
         run.error = ""
         run.finished_at = None
