@@ -67,13 +67,14 @@ def _ensure_database(admin_url: str) -> None:
 def database_url(base_dir: Path) -> str:
     """DATABASE_URL when set, otherwise the embedded server's URL (starting it if needed).
 
-    The URL is exported so that child processes (worker, web server, demo server) join the same
-    server instead of each resolving it again.
+    The embedded URL is exported as EMBEDDED_DATABASE_URL so that child processes (worker, web
+    server, demo server) join the same server instead of starting it again, while still knowing
+    they run in the embedded (development) mode.
     """
-    url = os.environ.get("DATABASE_URL")
+    url = os.environ.get("DATABASE_URL") or os.environ.get("EMBEDDED_DATABASE_URL")
     if url:
         return url
     pgdata = Path(os.environ.get("EMBEDDED_PGDATA", base_dir / ".data" / "postgres"))
     url = start(pgdata.resolve())
-    os.environ["DATABASE_URL"] = url
+    os.environ["EMBEDDED_DATABASE_URL"] = url
     return url
