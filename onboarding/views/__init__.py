@@ -1,0 +1,29 @@
+"""The onboarding pages, one module per step: accounts (sign-up, home), GitHub connection,
+repository selection, progress and retry, dashboard."""
+
+from onboarding.views.accounts import home, signup
+from onboarding.views.dashboard import dashboard
+from onboarding.views.github_connect import (
+    connect_demo,
+    connect_github,
+    connect_token,
+    oauth_callback,
+    oauth_start,
+)
+from onboarding.views.progress_pages import progress, retry_pipeline
+from onboarding.views.repositories import repository_list, select_repositories
+
+__all__ = [
+    "connect_demo",
+    "connect_github",
+    "connect_token",
+    "dashboard",
+    "home",
+    "oauth_callback",
+    "oauth_start",
+    "progress",
+    "repository_list",
+    "retry_pipeline",
+    "select_repositories",
+    "signup",
+]

@@ -1,0 +1,40 @@
+"""Sign-up, and the home page that sends each user to the step their team is at."""
+
+from __future__ import annotations
+
+from django.contrib.auth import login
+from django.contrib.auth.decorators import login_required
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_http_methods
+
+from onboarding.forms import SignUpForm
+from onboarding.http import AuthenticatedHttpRequest, team_of
+from onboarding.models import GitHubConnection
+from pipeline.status import PipelineStatus
+
+
+@require_http_methods(["GET", "POST"])
+def signup(request: HttpRequest) -> HttpResponse:
+    if request.user.is_authenticated:
+        return redirect("home")
+    form = SignUpForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        user = form.save()
+        login(request, user, backend="django.contrib.auth.backends.ModelBackend")
+        return redirect("connect_github")
+    return render(request, "registration/signup.html", {"form": form})
+
+
+@login_required
+def home(request: AuthenticatedHttpRequest) -> HttpResponse:
+    team = team_of(request)
+    status = team.pipeline_status
+    if status == PipelineStatus.COMPLETE:
+        return redirect("dashboard")
+    if status != PipelineStatus.NOT_STARTED:
+        # Running or failed: the progress page shows where it is and offers Retry.
+        return redirect("progress")
+    if not GitHubConnection.objects.filter(team=team).exists():
+        return redirect("connect_github")
+    return redirect("select_repositories")

@@ -1,0 +1,52 @@
+"""The team dashboard: weekly charts, insights, and every PR with its verdict and evidence."""
+
+from __future__ import annotations
+
+from django.contrib.auth.decorators import login_required
+from django.core.paginator import Paginator
+from django.http import HttpResponse
+from django.shortcuts import render
+from django.views.decorators.http import require_GET
+
+from onboarding import dashboard as dashboard_data
+from onboarding.http import AuthenticatedHttpRequest, team_of
+from pipeline.models import Insight, PipelineRun, PullRequest
+
+PRS_PER_PAGE = 25
+
+
+@login_required
+@require_GET
+def dashboard(request: AuthenticatedHttpRequest) -> HttpResponse:
+    team = team_of(request)
+    ai_only = request.GET.get("ai") == "1"
+    pull_requests = (
+        PullRequest.objects.filter(team=team)
+        .select_related("repository", "ai_verdict")
+        .order_by("-created_at", "-id")
+    )
+    if ai_only:
+        pull_requests = pull_requests.filter(ai_verdict__is_ai_assisted=True)
+    page = Paginator(pull_requests, PRS_PER_PAGE).get_page(request.GET.get("page"))
+    rows = [
+        {
+            "pr": pr,
+            "verdict": getattr(pr, "ai_verdict", None),
+            "evidence": dashboard_data.evidence_of(getattr(pr, "ai_verdict", None)),
+        }
+        for pr in page.object_list
+    ]
+    latest_run = PipelineRun.objects.filter(team=team).order_by("-started_at").first()
+    context = {
+        "team": team,
+        "charts": dashboard_data.charts(team),
+        "numbers": dashboard_data.headline_numbers(team),
+        "insights": Insight.objects.filter(team=team),
+        "page": page,
+        "rows": rows,
+        "ai_only": ai_only,
+        "latest_run": latest_run,
+    }
+    if request.htmx and request.htmx.target == "pr-table":
+        return render(request, "onboarding/_pr_table.html", context)
+    return render(request, "onboarding/dashboard.html", context)
