@@ -1,9 +1,184 @@
-"""The metrics stage. (Body delivered by its own issue; the engine tests use their own stages.)"""
+"""The metrics stage: weekly delivery metrics per team and per member, computed in PostgreSQL.
+
+Decisions (the dashboard and the insights read these rows):
+
+- Scope: the PRs of the run's repositories (``run.repository_ids``, the team's selection), not
+  every repository the team ever synced: the numbers describe what the user asked about. Rows of
+  the team that the selection no longer produces are deleted in the same transaction, so the
+  table always describes exactly the latest run's selection.
+- Weeks are ISO weeks (Monday 00:00 UTC). An event counts in the week it happened: a PR counts as
+  opened in the week of ``created_at``; merged, cycle time, size, review rounds, reverts and the
+  AI share in the week of ``merged_at`` (a merged PR's size and rounds are final); time to first
+  review in the week of ``first_review_at`` (a wait is measured when it ends, so a PR still
+  waiting cannot shorten this week's median).
+- Team rows (``member_login = ''``) are dense: every week from the first week with an event to
+  the last has a row, with zero counts and empty medians where nothing happened, so charts and
+  trends see quiet weeks instead of skipping them. Member rows exist only for weeks in which the
+  member did something.
+- Bots (``author_is_bot``) and PRs without an author (deleted accounts) count in the team rows
+  (a Copilot agent PR is delivered work) but get no member rows: members are people.
+- A PR is AI-assisted when its verdict says so; a PR without a verdict counts as not assisted.
+
+Everything is aggregated by one ``INSERT ... SELECT ... ON CONFLICT DO UPDATE`` (ordered-set
+aggregates with FILTER clauses, GROUPING SETS for team and member rows at once): no PR is loaded
+into Python, so memory does not grow with the number of PRs.
+"""
 
 from __future__ import annotations
 
+from django.db import connection, transaction
+
+from pipeline import progress
 from pipeline.models import PipelineRun
+
+# The aggregated columns, in the order the SELECT below produces them.
+METRIC_COLUMNS = (
+    "prs_opened",
+    "prs_merged",
+    "ai_prs_merged",
+    "ai_share",
+    "cycle_time_median_hours",
+    "cycle_time_p75_hours",
+    "ai_cycle_time_median_hours",
+    "human_cycle_time_median_hours",
+    "first_review_median_hours",
+    "review_rounds_avg",
+    "pr_size_median",
+    "ai_pr_size_median",
+    "human_pr_size_median",
+    "reverts",
+)
+
+# GROUPING SETS ((week), (week, member)) yields the team row (GROUPING(member) = 1, keyed '')
+# and one row per member; a NULL member (bot, no author) is only kept inside the team row.
+UPSERT_WEEKS_SQL = f"""
+WITH pr AS (
+    SELECT
+        p.created_at,
+        p.merged_at,
+        p.first_review_at,
+        p.additions + p.deletions AS size,
+        p.review_rounds,
+        p.is_revert,
+        CASE WHEN p.author_is_bot OR p.author_login = '' THEN NULL ELSE p.author_login END
+            AS member,
+        COALESCE(v.is_ai_assisted, FALSE) AS ai,
+        EXTRACT(EPOCH FROM p.merged_at - p.created_at) / 3600.0 AS cycle_hours,
+        EXTRACT(EPOCH FROM p.first_review_at - p.created_at) / 3600.0 AS review_wait_hours,
+        date_trunc('week', p.created_at AT TIME ZONE 'UTC')::date AS opened_week,
+        date_trunc('week', p.merged_at AT TIME ZONE 'UTC')::date AS merged_week,
+        date_trunc('week', p.first_review_at AT TIME ZONE 'UTC')::date AS reviewed_week
+    FROM pipeline_pullrequest p
+    LEFT JOIN pipeline_aiverdict v ON v.pull_request_id = p.id
+    WHERE p.team_id = %(team_id)s AND p.repository_id = ANY(%(repository_ids)s)
+),
+opened AS (
+    SELECT
+        opened_week AS week,
+        CASE WHEN GROUPING(member) = 1 THEN '' ELSE member END AS member_login,
+        count(*) AS prs_opened
+    FROM pr
+    GROUP BY GROUPING SETS ((opened_week), (opened_week, member))
+    HAVING GROUPING(member) = 1 OR member IS NOT NULL
+),
+merged AS (
+    SELECT
+        merged_week AS week,
+        CASE WHEN GROUPING(member) = 1 THEN '' ELSE member END AS member_login,
+        count(*) AS prs_merged,
+        count(*) FILTER (WHERE ai) AS ai_prs_merged,
+        percentile_cont(0.5) WITHIN GROUP (ORDER BY cycle_hours) AS cycle_median,
+        percentile_cont(0.75) WITHIN GROUP (ORDER BY cycle_hours) AS cycle_p75,
+        percentile_cont(0.5) WITHIN GROUP (ORDER BY cycle_hours) FILTER (WHERE ai)
+            AS ai_cycle_median,
+        percentile_cont(0.5) WITHIN GROUP (ORDER BY cycle_hours) FILTER (WHERE NOT ai)
+            AS human_cycle_median,
+        avg(review_rounds)::float AS review_rounds_avg,
+        percentile_cont(0.5) WITHIN GROUP (ORDER BY size) AS size_median,
+        percentile_cont(0.5) WITHIN GROUP (ORDER BY size) FILTER (WHERE ai) AS ai_size_median,
+        percentile_cont(0.5) WITHIN GROUP (ORDER BY size) FILTER (WHERE NOT ai)
+            AS human_size_median,
+        count(*) FILTER (WHERE is_revert) AS reverts
+    FROM pr
+    WHERE merged_at IS NOT NULL
+    GROUP BY GROUPING SETS ((merged_week), (merged_week, member))
+    HAVING GROUPING(member) = 1 OR member IS NOT NULL
+),
+reviewed AS (
+    SELECT
+        reviewed_week AS week,
+        CASE WHEN GROUPING(member) = 1 THEN '' ELSE member END AS member_login,
+        percentile_cont(0.5) WITHIN GROUP (ORDER BY review_wait_hours) AS review_wait_median
+    FROM pr
+    WHERE first_review_at IS NOT NULL
+    GROUP BY GROUPING SETS ((reviewed_week), (reviewed_week, member))
+    HAVING GROUPING(member) = 1 OR member IS NOT NULL
+),
+active AS (
+    SELECT week, member_login FROM opened
+    UNION SELECT week, member_login FROM merged
+    UNION SELECT week, member_login FROM reviewed
+),
+keys AS (
+    -- Team rows for every week between the first and the last active one (quiet weeks too).
+    SELECT generate_series(min(week), max(week), interval '7 days')::date AS week,
+           '' AS member_login
+    FROM active
+    UNION
+    SELECT week, member_login FROM active WHERE member_login <> ''
+)
+INSERT INTO pipeline_weeklymetric (team_id, week_start, member_login, {", ".join(METRIC_COLUMNS)})
+SELECT
+    %(team_id)s,
+    k.week,
+    k.member_login,
+    COALESCE(o.prs_opened, 0),
+    COALESCE(m.prs_merged, 0),
+    COALESCE(m.ai_prs_merged, 0),
+    m.ai_prs_merged::float / NULLIF(m.prs_merged, 0),
+    m.cycle_median,
+    m.cycle_p75,
+    m.ai_cycle_median,
+    m.human_cycle_median,
+    r.review_wait_median,
+    m.review_rounds_avg,
+    m.size_median,
+    m.ai_size_median,
+    m.human_size_median,
+    COALESCE(m.reverts, 0)
+FROM keys k
+LEFT JOIN opened o USING (week, member_login)
+LEFT JOIN merged m USING (week, member_login)
+LEFT JOIN reviewed r USING (week, member_login)
+ON CONFLICT (team_id, week_start, member_login) DO UPDATE SET
+    {", ".join(f"{column} = EXCLUDED.{column}" for column in METRIC_COLUMNS)}
+RETURNING id, member_login = '' AS is_team_row
+"""
+
+
+def compute_weekly_metrics(team_id: int, repository_ids: list[int]) -> dict[str, int]:
+    """Replace the team's weekly rows with those of ``repository_ids``; return the counts."""
+    with transaction.atomic(), connection.cursor() as cursor:
+        # Sorting for the ordered-set aggregates stays in memory for large teams; SET LOCAL
+        # ends with this transaction and never leaks to the next user of the connection.
+        cursor.execute("SET LOCAL work_mem = '64MB'")
+        cursor.execute(
+            UPSERT_WEEKS_SQL, {"team_id": team_id, "repository_ids": list(repository_ids)}
+        )
+        rows = cursor.fetchall()
+        kept_ids = [row_id for row_id, _ in rows]
+        # Weeks (or members) the current selection no longer produces: e.g. a repository was
+        # deselected. Same transaction, so readers never see a half-replaced table.
+        cursor.execute(
+            "DELETE FROM pipeline_weeklymetric WHERE team_id = %s AND NOT (id = ANY(%s))",
+            [team_id, kept_ids],
+        )
+        deleted = cursor.rowcount
+    weeks = sum(1 for _, is_team_row in rows if is_team_row)
+    return {"weeks": weeks, "member_weeks": len(rows) - weeks, "rows_deleted": deleted}
 
 
 def run(run: PipelineRun) -> dict:
-    return {}
+    counts = compute_weekly_metrics(run.team_id, [int(pk) for pk in run.repository_ids])
+    progress.report(run, weeks_computed=counts["weeks"])
+    return counts
