@@ -12,7 +12,7 @@ from django.views.decorators.http import require_GET, require_http_methods
 
 from onboarding import crypto, github
 from onboarding.http import AuthenticatedHttpRequest, team_of
-from onboarding.models import GitHubConnection, Repository
+from onboarding.models import GitHubConnection
 from pipeline.errors import InvalidSelection
 from pipeline.status import RUNNING_STATUSES
 from pipeline.transitions import start_pipeline
@@ -69,14 +69,15 @@ def repository_list(request: AuthenticatedHttpRequest) -> HttpResponse:
         return render(request, "onboarding/_repository_list.html", context)
     try:
         infos = github.list_repositories(connection)
-        github.save_repositories(team, infos)
+        # Only what GitHub lists now: a repository the token lost access to is not offered.
+        repositories = github.save_repositories(team, infos)
     except github.GitHubError as failure:
         context["error"] = failure.user_message
         return render(request, "onboarding/_repository_list.html", context)
     except crypto.TokenUnreadable:
         context["error"] = "GitHub connection is broken: reconnect GitHub."
         return render(request, "onboarding/_repository_list.html", context)
-    repositories = list(Repository.objects.filter(team=team))
+    repositories.sort(key=lambda repository: repository.full_name.lower())
     wanted = set(_int_ids(request.GET.getlist("selected")))
     for repository in repositories:
         # Ticks the user made before a refused submit win over the stored selection.
