@@ -9,6 +9,7 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
 from onboarding.http import AuthenticatedHttpRequest, team_of
+from onboarding.progress import build_snapshot
 from pipeline import transitions
 from pipeline.errors import PipelineNotRetryable
 from pipeline.status import PipelineStatus
@@ -20,11 +21,7 @@ def progress(request: AuthenticatedHttpRequest) -> HttpResponse:
     team = team_of(request)
     if team.pipeline_status == PipelineStatus.NOT_STARTED:
         return redirect("home")
-    # Imported here: onboarding.progress (the live partial's context) is delivered separately.
-    from onboarding import progress as progress_view_model
-
-    context = progress_view_model.progress_context(team)
-    context["team"] = team
+    context = {"team": team, "progress": build_snapshot(team.pk)}
     return render(request, "onboarding/progress.html", context)
 
 
