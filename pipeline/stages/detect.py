@@ -1,9 +1,327 @@
-"""The detect stage. (Body delivered by its own issue; the engine tests use their own stages.)"""
+"""The llm_processing stage: which PRs were AI-assisted, and why.
+
+1. Signatures for every PR of the run's repositories (fast, always on), upserted in batches.
+2. The LLM for the most recent PRs the signatures did not settle (``LLM_ONBOARDING_LIMIT``),
+   skipping those whose (content hash, prompt version) already has an answer, so a retried
+   stage does not pay twice.
+
+Final verdict: a signature hit wins; otherwise the LLM's verdict when its confidence reaches
+``LLM_CONFIDENCE_THRESHOLD``; otherwise not assisted. Re-running updates the one verdict row
+per PR, never adds another. Without an LLM configured the stage completes on signatures alone
+and ``run.summary["llm"]["configured"]`` says so.
+"""
 
 from __future__ import annotations
 
-from pipeline.models import PipelineRun
+import json
+import time
+from dataclasses import dataclass, field
+
+from django.conf import settings
+from django.db import connection
+from django.db.models import Prefetch
+from django.utils import timezone
+
+from onboarding.models import Repository
+from pipeline import llm
+from pipeline.models import (
+    AIVerdict,
+    PipelineRun,
+    PullRequest,
+    PullRequestCommit,
+    PullRequestReview,
+)
+from pipeline.progress import report
+from pipeline.signatures import CATALOGUE_VERSION, PRText, detect, pr_text_from_model
+
+BATCH_SIZE = 500
+# Write LLM answers and progress at least this often while calls are in flight.
+FLUSH_EVERY_SECONDS = 1.0
+FLUSH_EVERY_OUTCOMES = 16
+
+SIGNATURE_FIELDS = ["team", "signature_hits", "catalogue_version"]
+FINAL_FIELDS = ["is_ai_assisted", "source", "tools", "updated_at"]
+LLM_FIELDS = [
+    "llm_assisted",
+    "llm_tools",
+    "llm_confidence",
+    "llm_reason",
+    "llm_content_hash",
+    "llm_prompt_version",
+    "llm_error",
+]
+
+
+def apply_final_verdict(verdict: AIVerdict, *, use_llm: bool) -> None:
+    """Set is_ai_assisted/source/tools from the signature hits and the LLM answer."""
+    threshold = settings.LLM_CONFIDENCE_THRESHOLD
+    llm_counts = (
+        use_llm
+        and verdict.llm_assisted is not None
+        and verdict.llm_prompt_version == llm.PROMPT_VERSION
+        and (verdict.llm_confidence or 0) >= threshold
+    )
+    if verdict.signature_hits:
+        verdict.is_ai_assisted = True
+        verdict.source = AIVerdict.Source.SIGNATURE
+        named = {hit["tool"] for hit in verdict.signature_hits}
+        verdict.tools = [t for t in llm.TOOL_CHOICES if t in named]
+    elif llm_counts:
+        verdict.is_ai_assisted = bool(verdict.llm_assisted)
+        verdict.source = AIVerdict.Source.LLM
+        verdict.tools = list(verdict.llm_tools) if verdict.llm_assisted else []
+    else:
+        verdict.is_ai_assisted = False
+        verdict.source = AIVerdict.Source.NONE
+        verdict.tools = []
+
+
+@dataclass
+class LLMTally:
+    """What the run summary and the status page say about the LLM."""
+
+    configured: bool
+    model: str = ""
+    candidates: int = 0
+    cached: int = 0
+    sent: int = 0
+    classified: int = 0
+    failed: dict[str, int] = field(default_factory=dict)
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    earlier_attempts_tokens: int = 0
+    last_error: str = ""
+
+    def as_json(self) -> dict:
+        if not self.configured:
+            return {
+                "configured": False,
+                "message": "No LLM is configured: AI detection used signatures only.",
+            }
+        this_attempt = self.prompt_tokens + self.completion_tokens
+        return {
+            "configured": True,
+            "model": self.model,
+            "prompt_version": llm.PROMPT_VERSION,
+            "candidates": self.candidates,
+            "cached": self.cached,
+            "sent": self.sent,
+            "classified": self.classified,
+            "failed": dict(self.failed),
+            "failed_total": sum(self.failed.values()),
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            # Tokens the whole run paid for, including attempts before a retry.
+            "total_tokens": self.earlier_attempts_tokens + this_attempt,
+            "last_error": self.last_error,
+        }
 
 
 def run(run: PipelineRun) -> dict:
-    return {}
+    repository_ids = run.repository_ids or list(
+        Repository.objects.filter(team_id=run.team_id, selected=True).values_list("pk", flat=True)
+    )
+    prs = PullRequest.objects.filter(team_id=run.team_id, repository_id__in=repository_ids)
+    ordered_ids = list(prs.order_by("-created_at", "-pk").values_list("pk", flat=True))
+    config = llm.LLMSettings.from_django()
+    limit = settings.LLM_ONBOARDING_LIMIT if config else 0
+    total = len(ordered_ids)
+    report(run, prs_to_analyse=total, prs_analysed=0)
+
+    # Phase 1: signatures, newest first, so the first `limit` unsettled PRs are the LLM's.
+    candidates: list[tuple[int, PRText]] = []
+    signature_assisted = 0
+    for start in range(0, total, BATCH_SIZE):
+        chunk = ordered_ids[start : start + BATCH_SIZE]
+        rows, unsettled = _signature_verdicts(run, chunk, use_llm=config is not None)
+        AIVerdict.objects.bulk_create(
+            rows,
+            update_conflicts=True,
+            unique_fields=["pull_request"],
+            update_fields=SIGNATURE_FIELDS + FINAL_FIELDS,
+        )
+        signature_assisted += sum(1 for row in rows if row.signature_hits)
+        candidates.extend(unsettled[: max(0, limit - len(candidates))])
+        done = min(start + BATCH_SIZE, total)
+        report(run, prs_analysed=done - len(candidates), llm_to_classify=len(candidates))
+
+    # Phase 2: the LLM for the unsettled candidates.
+    tally = LLMTally(configured=config is not None)
+    if config is not None:
+        tally.model = config.model
+        tally.earlier_attempts_tokens = _earlier_tokens(run)
+        _classify_candidates(
+            run, config, candidates, tally, analysed_before=total - len(candidates)
+        )
+    _write_llm_summary(run, tally)
+    report(run, prs_analysed=total, llm_classified=tally.classified + tally.cached)
+
+    verdicts = AIVerdict.objects.filter(pull_request_id__in=ordered_ids)
+    return {
+        "prs": total,
+        "ai_assisted": verdicts.filter(is_ai_assisted=True).count(),
+        "signature_assisted": signature_assisted,
+        "llm_assisted": verdicts.filter(is_ai_assisted=True, source=AIVerdict.Source.LLM).count(),
+        "llm_sent": tally.sent,
+        "llm_cached": tally.cached,
+        "llm_failed": sum(tally.failed.values()),
+    }
+
+
+def _signature_verdicts(
+    run: PipelineRun, chunk: list[int], *, use_llm: bool
+) -> tuple[list[AIVerdict], list[tuple[int, PRText]]]:
+    """Verdict rows for the PRs ``chunk`` (newest first) and the PRs no signature settled."""
+    batch = PullRequest.objects.filter(pk__in=chunk).prefetch_related(
+        Prefetch(
+            "commits",
+            queryset=PullRequestCommit.objects.only(
+                "pull_request_id",
+                "message",
+                "author_name",
+                "author_email",
+                "author_login",
+                "co_authors",
+            ).order_by("authored_at", "pk"),
+        ),
+        Prefetch(
+            "reviews",
+            queryset=PullRequestReview.objects.only(
+                "pull_request_id", "reviewer_login", "reviewer_is_bot"
+            ),
+        ),
+    )
+    by_id = {pr.pk: pr for pr in batch}
+    existing = {v.pull_request_id: v for v in AIVerdict.objects.filter(pull_request_id__in=chunk)}
+    rows: list[AIVerdict] = []
+    unsettled: list[tuple[int, PRText]] = []
+    for pk in chunk:
+        pr = by_id.get(pk)
+        if pr is None:  # deleted since we listed it
+            continue
+        text = pr_text_from_model(pr)
+        hits = detect(text)
+        # A fresh row (no pk): the upsert is keyed on the PR, and it leaves the stored LLM
+        # answer alone; the answer is copied only to compute the final verdict.
+        verdict = AIVerdict(
+            pull_request_id=pk,
+            team_id=run.team_id,
+            signature_hits=[hit.as_json() for hit in hits],
+            catalogue_version=CATALOGUE_VERSION,
+        )
+        previous = existing.get(pk)
+        if previous is not None:
+            for name in LLM_FIELDS:
+                setattr(verdict, name, getattr(previous, name))
+        apply_final_verdict(verdict, use_llm=use_llm)
+        rows.append(verdict)
+        if not hits:
+            unsettled.append((pk, text))
+    return rows, unsettled
+
+
+def _classify_candidates(
+    run: PipelineRun,
+    config: llm.LLMSettings,
+    candidates: list[tuple[int, PRText]],
+    tally: LLMTally,
+    analysed_before: int,
+) -> None:
+    verdicts = {
+        v.pull_request_id: v
+        for v in AIVerdict.objects.filter(pull_request_id__in=[pk for pk, _ in candidates])
+    }
+    requests: list[llm.LLMRequest] = []
+    for pk, text in candidates:
+        request = llm.build_request(pk, text, config.model)
+        cached = verdicts[pk]
+        if (
+            cached.llm_content_hash == request.content_hash
+            and cached.llm_prompt_version == llm.PROMPT_VERSION
+            and cached.llm_assisted is not None
+        ):
+            tally.cached += 1
+        else:
+            requests.append(request)
+    tally.candidates = len(candidates)
+    report(
+        run,
+        prs_analysed=analysed_before + tally.cached,
+        llm_to_classify=len(candidates),
+        llm_classified=tally.cached,
+    )
+    if not requests:
+        return
+
+    pending: list[llm.LLMOutcome] = []
+    last_flush = time.monotonic()
+    finished = tally.cached
+
+    def flush() -> None:
+        nonlocal last_flush, finished
+        rows = [_record_outcome(verdicts[o.key], o, tally) for o in pending]
+        AIVerdict.objects.bulk_update(rows, LLM_FIELDS + FINAL_FIELDS)
+        finished += len(pending)
+        pending.clear()
+        last_flush = time.monotonic()
+        _write_llm_summary(run, tally)
+        report(run, prs_analysed=analysed_before + finished, llm_classified=finished)
+
+    for outcome in llm.classify(requests, config):
+        pending.append(outcome)
+        if (
+            len(pending) >= FLUSH_EVERY_OUTCOMES
+            or time.monotonic() - last_flush >= FLUSH_EVERY_SECONDS
+        ):
+            flush()
+    if pending:
+        flush()
+
+
+def _record_outcome(verdict: AIVerdict, outcome: llm.LLMOutcome, tally: LLMTally) -> AIVerdict:
+    tally.prompt_tokens += outcome.prompt_tokens
+    tally.completion_tokens += outcome.completion_tokens
+    if outcome.error not in (llm.Failure.OVER_BUDGET, llm.Failure.NOT_SENT):
+        tally.sent += 1
+    if outcome.verdict is not None:
+        tally.classified += 1
+        verdict.llm_assisted = outcome.verdict.ai_assisted
+        verdict.llm_tools = list(outcome.verdict.tools)
+        verdict.llm_confidence = outcome.verdict.confidence
+        verdict.llm_reason = outcome.verdict.reason
+        verdict.llm_content_hash = outcome.content_hash
+        verdict.llm_prompt_version = llm.PROMPT_VERSION
+        verdict.llm_error = ""
+    else:
+        tally.failed[outcome.error] = tally.failed.get(outcome.error, 0) + 1
+        if outcome.detail:
+            tally.last_error = outcome.detail
+        # Fall back to the signature verdict; an empty hash means "ask again next time".
+        verdict.llm_assisted = None
+        verdict.llm_tools = []
+        verdict.llm_confidence = None
+        verdict.llm_reason = ""
+        verdict.llm_content_hash = ""
+        verdict.llm_prompt_version = ""
+        message = f"{outcome.error}: {outcome.detail}" if outcome.detail else outcome.error
+        verdict.llm_error = message[:200]
+    apply_final_verdict(verdict, use_llm=True)
+    verdict.updated_at = timezone.now()  # bulk_update does not apply auto_now
+    return verdict
+
+
+def _earlier_tokens(run: PipelineRun) -> int:
+    summary = PipelineRun.objects.values_list("summary", flat=True).get(pk=run.pk) or {}
+    return int((summary.get("llm") or {}).get("total_tokens") or 0)
+
+
+def _write_llm_summary(run: PipelineRun, tally: LLMTally) -> None:
+    """Merge the LLM tally into run.summary without touching other stages' keys."""
+    data = tally.as_json()
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "UPDATE pipeline_pipelinerun"
+            " SET summary = summary || jsonb_build_object('llm', %s::jsonb) WHERE id = %s",
+            [json.dumps(data), run.pk],
+        )
+    run.summary = {**(run.summary or {}), "llm": data}

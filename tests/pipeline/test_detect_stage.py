@@ -1,0 +1,269 @@
+"""The llm_processing stage end to end on PR rows in the database: signatures for every PR,
+the LLM for the most recent unsettled ones (through the local OpenAI-compatible server), the
+final verdict, the cache, fallbacks, and the run's summary and progress."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.test import override_settings
+from django.utils import timezone
+
+from pipeline import transitions
+from pipeline.models import AIVerdict, PipelineRun, PullRequest, PullRequestCommit, StageAttempt
+from pipeline.stages import detect
+from pipeline.status import STAGE_ORDER, PipelineStatus
+from tests.conftest import wait_for
+
+NOW = timezone.now()
+
+
+def make_pr(repository, number: int, body: str = "", age_days: float = 0, **fields) -> PullRequest:
+    created = NOW - timedelta(days=age_days)
+    commit_message = fields.pop("commit_message", f"Change {number}")
+    pr = PullRequest.objects.create(
+        team=repository.team,
+        repository=repository,
+        number=number,
+        title=fields.pop("title", f"Change {number}"),
+        body=body,
+        state=PullRequest.State.MERGED,
+        author_login=fields.pop("author_login", "ada"),
+        created_at=created,
+        updated_at=created,
+        merged_at=created + timedelta(hours=5),
+        **fields,
+    )
+    PullRequestCommit.objects.create(
+        pull_request=pr,
+        sha=f"{number:040x}",
+        message=commit_message,
+        author_name="Ada",
+        author_email="ada@example.com",
+    )
+    return pr
+
+
+def make_run(team, repositories) -> PipelineRun:
+    return PipelineRun.objects.create(
+        team=team,
+        stage=PipelineStatus.LLM_PROCESSING,
+        repository_ids=[r.pk for r in repositories],
+        started_at=NOW,
+    )
+
+
+def llm_configured(server, **extra):
+    values = {
+        "OPENAI_API_KEY": "test-key",
+        "OPENAI_BASE_URL": server.base_url,
+        "LLM_MODEL": "stub-model",
+        "LLM_TIMEOUT_SECONDS": 1.0,
+        "LLM_MAX_RETRIES": 1,
+    }
+    return override_settings(**{**values, **extra})
+
+
+def verdict_of(pr: PullRequest) -> AIVerdict:
+    return AIVerdict.objects.get(pull_request=pr)
+
+
+@pytest.fixture
+def mixed_prs(repositories):
+    repo = repositories[0]
+    return {
+        "claude": make_pr(
+            repo,
+            1,
+            commit_message="Add cache\n\nCo-Authored-By: Claude <noreply@anthropic.com>",
+        ),
+        "llm_positive": make_pr(repo, 2, "I let the agent write this. LLM-positive", age_days=1),
+        "llm_unsure": make_pr(repo, 3, "Tidy. LLM-unsure", age_days=2),
+        "human": make_pr(repo, 4, "No AI was used. Fixes the cursor jump.", age_days=3),
+    }
+
+
+@pytest.mark.django_db
+@override_settings(OPENAI_API_KEY="", OPENAI_BASE_URL="")
+def test_without_llm_the_stage_uses_signatures_only_and_says_so(team, repositories, mixed_prs):
+    run = make_run(team, repositories)
+
+    counts = detect.run(run)
+
+    claude = verdict_of(mixed_prs["claude"])
+    assert claude.is_ai_assisted and claude.source == AIVerdict.Source.SIGNATURE
+    assert claude.tools == ["Claude Code"]
+    assert claude.signature_hits[0]["evidence"] == (
+        "Co-Authored-By: Claude <noreply@anthropic.com>"
+    )
+    for name in ("llm_positive", "llm_unsure", "human"):
+        verdict = verdict_of(mixed_prs[name])
+        assert not verdict.is_ai_assisted and verdict.source == AIVerdict.Source.NONE
+        assert verdict.llm_assisted is None
+    run.refresh_from_db()
+    assert run.summary["llm"]["configured"] is False
+    assert "signatures only" in run.summary["llm"]["message"]
+    assert counts["prs"] == 4 and counts["ai_assisted"] == 1 and counts["llm_sent"] == 0
+    assert run.progress["prs_to_analyse"] == 4 and run.progress["prs_analysed"] == 4
+
+
+@pytest.mark.django_db
+def test_llm_settles_what_signatures_did_not(team, repositories, mixed_prs, llm_server):
+    run = make_run(team, repositories)
+
+    with llm_configured(llm_server):
+        counts = detect.run(run)
+
+    # The signature PR is never sent; the three others are.
+    assert len(llm_server.completions()) == 3
+    assert llm_server.calls_mentioning("noreply@anthropic.com") == []
+    positive = verdict_of(mixed_prs["llm_positive"])
+    assert positive.is_ai_assisted and positive.source == AIVerdict.Source.LLM
+    assert positive.tools == ["Cursor"] and positive.llm_reason
+    unsure = verdict_of(mixed_prs["llm_unsure"])  # 0.40 < threshold 0.7
+    assert not unsure.is_ai_assisted and unsure.llm_confidence == pytest.approx(0.4)
+    assert unsure.source == AIVerdict.Source.NONE
+    human = verdict_of(mixed_prs["human"])
+    assert not human.is_ai_assisted and human.llm_assisted is False
+    run.refresh_from_db()
+    llm_summary = run.summary["llm"]
+    assert llm_summary["configured"] is True and llm_summary["classified"] == 3
+    assert (
+        llm_summary["total_tokens"]
+        == llm_summary["prompt_tokens"] + llm_summary["completion_tokens"]
+        > 0
+    )
+    assert counts["ai_assisted"] == 2 and counts["llm_assisted"] == 1
+    assert run.progress["prs_analysed"] == 4 and run.progress["llm_classified"] == 3
+
+
+@pytest.mark.django_db
+def test_a_rerun_reuses_cached_answers_and_duplicates_nothing(
+    team, repositories, mixed_prs, llm_server
+):
+    run = make_run(team, repositories)
+    with llm_configured(llm_server):
+        detect.run(run)
+        first_tokens = PipelineRun.objects.get(pk=run.pk).summary["llm"]["total_tokens"]
+        counts = detect.run(run)
+
+    assert len(llm_server.completions()) == 3  # none more
+    assert counts["llm_cached"] == 3 and counts["llm_sent"] == 0
+    assert AIVerdict.objects.count() == 4
+    assert verdict_of(mixed_prs["llm_positive"]).is_ai_assisted
+    run.refresh_from_db()
+    assert run.summary["llm"]["total_tokens"] == first_tokens
+
+
+@pytest.mark.django_db
+def test_a_changed_pr_is_asked_again(team, repositories, mixed_prs, llm_server):
+    run = make_run(team, repositories)
+    with llm_configured(llm_server):
+        detect.run(run)
+        PullRequest.objects.filter(pk=mixed_prs["human"].pk).update(body="Rewritten. LLM-positive")
+        detect.run(run)
+
+    assert len(llm_server.completions()) == 4
+    assert len(llm_server.calls_mentioning("Rewritten")) == 1
+    assert verdict_of(mixed_prs["human"]).is_ai_assisted
+
+
+@pytest.mark.django_db
+def test_llm_failures_fall_back_to_signatures_and_are_counted(team, repositories, llm_server):
+    repo = repositories[0]
+    prs = {
+        kind: make_pr(repo, n, f"Body {kind}", age_days=n)
+        for n, kind in enumerate(["LLM-timeout", "LLM-refuse", "LLM-malformed", "LLM-500"], 1)
+    }
+    ok = make_pr(repo, 9, "LLM-positive", age_days=9)
+    llm_server.timeout_sleep = 3
+    run = make_run(team, repositories)
+
+    with llm_configured(llm_server, LLM_TIMEOUT_SECONDS=0.5, LLM_MAX_RETRIES=0):
+        counts = detect.run(run)
+
+    for kind, pr in prs.items():
+        verdict = verdict_of(pr)
+        assert not verdict.is_ai_assisted and verdict.source == AIVerdict.Source.NONE, kind
+        assert verdict.llm_error and verdict.llm_content_hash == "", kind
+    assert verdict_of(prs["LLM-timeout"]).llm_error.startswith("timeout")
+    assert verdict_of(ok).is_ai_assisted
+    run.refresh_from_db()
+    assert run.summary["llm"]["failed"] == {
+        "timeout": 1,
+        "refusal": 1,
+        "malformed": 1,
+        "server_error": 1,
+    }
+    assert counts["llm_failed"] == 4
+    # Failed answers are not cached: the next attempt asks again.
+    with llm_configured(llm_server, LLM_TIMEOUT_SECONDS=0.5, LLM_MAX_RETRIES=0):
+        detect.run(run)
+    assert len(llm_server.calls_mentioning("LLM-refuse")) == 2
+    assert len(llm_server.calls_mentioning("LLM-positive")) == 1
+
+
+@pytest.mark.django_db
+def test_only_the_most_recent_unsettled_prs_go_to_the_llm(team, repositories, llm_server):
+    repo = repositories[0]
+    signed = make_pr(repo, 1, "", age_days=0, head_branch="codex/fix")
+    recent = [make_pr(repo, n, f"recent {n}", age_days=n) for n in (2, 3)]
+    older = [make_pr(repo, n, f"older {n}", age_days=n) for n in (10, 11)]
+    run = make_run(team, repositories)
+
+    with llm_configured(llm_server, LLM_ONBOARDING_LIMIT=2):
+        detect.run(run)
+
+    sent = {r.user_text for r in llm_server.completions()}
+    assert len(sent) == 2
+    assert all(any(f"recent {pr.number}" in text for text in sent) for pr in recent)
+    for pr in older:
+        assert verdict_of(pr).llm_assisted is None and not verdict_of(pr).is_ai_assisted
+    assert verdict_of(signed).tools == ["Codex"]
+
+
+@pytest.mark.django_db
+@override_settings(OPENAI_API_KEY="", OPENAI_BASE_URL="")
+def test_only_the_runs_repositories_are_analysed(team, repositories):
+    inside = make_pr(repositories[0], 1, "", head_branch="devin/1-x")
+    outside = make_pr(repositories[1], 1, "", head_branch="devin/2-y")
+    run = make_run(team, repositories[:1])
+
+    counts = detect.run(run)
+
+    assert counts["prs"] == 1
+    assert verdict_of(inside).is_ai_assisted
+    assert not AIVerdict.objects.filter(pull_request=outside).exists()
+
+
+@pytest.mark.django_db
+@override_settings(OPENAI_API_KEY="", OPENAI_BASE_URL="")
+def test_a_team_without_prs_completes_with_zero_counts(team, repositories):
+    counts = detect.run(make_run(team, repositories))
+
+    assert counts["prs"] == 0 and counts["ai_assisted"] == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_stage_runs_in_a_real_worker_with_the_llm(
+    start_worker, team, repositories, mixed_prs, llm_server
+):
+    quick = "tests.pipeline.fault_stages.quick"
+    stages = {s: quick for s in STAGE_ORDER if s != PipelineStatus.LLM_PROCESSING}
+    start_worker(
+        {
+            "PIPELINE_STAGE_OVERRIDES": ",".join(f"{s}={path}" for s, path in stages.items()),
+            "TEST_OPENAI_API_KEY": "test-key",
+            "TEST_OPENAI_BASE_URL": llm_server.base_url,
+        }
+    )
+
+    run = transitions.start_pipeline(team, [r.pk for r in repositories])
+
+    wait_for(lambda: PipelineRun.objects.get(pk=run.pk).state == PipelineRun.State.COMPLETE)
+    attempt = StageAttempt.objects.get(run=run, stage=PipelineStatus.LLM_PROCESSING)
+    assert attempt.outcome == StageAttempt.Outcome.SUCCEEDED
+    assert attempt.counts["ai_assisted"] == 2 and attempt.counts["llm_sent"] == 3
+    assert PipelineRun.objects.get(pk=run.pk).summary["llm"]["classified"] == 3
+    assert verdict_of(mixed_prs["llm_positive"]).source == AIVerdict.Source.LLM
