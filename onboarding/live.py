@@ -1,0 +1,198 @@
+"""Live progress: the SSE stream, the polling fragment and the JSON status endpoint.
+
+Markup for the progress page (htmx 2 and its SSE extension loaded, e.g. with django-htmx's
+``{% htmx_script %}`` plus ``ext/sse.js``)::
+
+    <div id="progress-live"
+         hx-ext="sse"
+         sse-connect="{% url 'progress_stream' %}"
+         sse-swap="progress"
+         sse-close="done"
+         hx-on::sse-open="this.dataset.live = 'on'"
+         hx-on::sse-error="this.dataset.live = 'off'">
+      {% include "onboarding/_progress.html" with p=progress %}
+    </div>
+    <div hx-get="{% url 'progress_fragment' %}"
+         hx-trigger="every 5s [document.getElementById('progress-live').dataset.live !== 'on']"
+         hx-target="#progress-live"
+         hx-swap="innerHTML"></div>
+
+with ``progress = onboarding.progress.build_snapshot(team.pk)`` in the page's context (rendered
+with ``render(request, ...)`` so ``{% csrf_token %}`` works). The poller stays outside
+``#progress-live`` because every ``progress`` event replaces that element's content; it only
+polls while the stream is not open (no EventSource, a proxy that refuses streams, a WSGI server).
+
+The fragment endpoint answers 286 once the pipeline is complete or failed, which stops htmx's
+polling; the stream sends ``event: done`` then and closes (``sse-close="done"``).
+
+Stream protocol (``text/event-stream``):
+- ``event: progress`` with the rendered ``onboarding/_progress.html``, one ``data:`` line per
+  line of HTML: first a full snapshot, then a full fragment after every change of the team's
+  pipeline (status, stage, counters), and again after the server's database listener
+  reconnected (NOTIFY is at-most-once, so a reconnect is followed by a fresh snapshot);
+- ``event: done`` when the pipeline is complete or failed, then the server closes the stream;
+- ``: keepalive`` comments every ~15 s (proxies and browsers drop silent connections).
+
+The stream needs ASGI (uvicorn): under WSGI, ``runserver`` and pytest-django's ``live_server`` an
+endless async stream never sends a byte. Every endpoint requires login and shows only the
+user's own team; a user without a team gets 404, an anonymous request 403.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.db import connections
+from django.http import (
+    HttpRequest,
+    HttpResponse,
+    HttpResponseForbidden,
+    JsonResponse,
+    StreamingHttpResponse,
+)
+from django.middleware.csrf import get_token
+from django.template.loader import render_to_string
+from django.views.decorators.http import require_GET
+
+from onboarding.http import team_of
+from onboarding.listener import Listener, get_listener
+from onboarding.progress import ProgressSnapshot, build_snapshot
+
+logger = logging.getLogger(__name__)
+
+TEMPLATE = "onboarding/_progress.html"
+# settings.LIVE_KEEPALIVE_SECONDS overrides it.
+KEEPALIVE_SECONDS = 15.0
+# How long a new stream waits for the listener's LISTEN before reading its first snapshot
+# anyway (the listener re-sends a snapshot once it is listening).
+LISTEN_WAIT_SECONDS = 5.0
+# htmx stops polling on this status (https://htmx.org/attributes/hx-trigger/).
+STOP_POLLING = 286
+# The stream renders a team's fragment once per change for all of that team's viewers and puts
+# each viewer's own CSRF token in afterwards.
+_CSRF_PLACEHOLDER = "csrf-token-placeholder-0b9e"
+_NOT_LOGGED_IN = "Your session has ended. Log in again to follow the progress."
+
+
+@dataclass(frozen=True)
+class RenderedProgress:
+    html: str
+    finished: bool
+    running: bool
+
+
+def render_progress(team_id: int) -> RenderedProgress:
+    """Read and render a team's progress for the stream (runs on the listener's reader)."""
+    snapshot = build_snapshot(team_id)
+    html = render_to_string(TEMPLATE, {"p": snapshot, "csrf_token": _CSRF_PLACEHOLDER})
+    return RenderedProgress(html=html, finished=snapshot.finished, running=snapshot.is_running)
+
+
+def sse_event(event: str, data: str) -> str:
+    # One data: line per line: the SSE format ends a field at a newline
+    # (https://html.spec.whatwg.org/multipage/server-sent-events.html#event-stream-interpretation).
+    lines = data.splitlines() or [""]
+    return f"event: {event}\n" + "".join(f"data: {line}\n" for line in lines) + "\n"
+
+
+def _authorized_team_id(request: HttpRequest) -> int | None:
+    """The viewer's team id, None when not logged in; Http404 without a team. Runs on the
+    listener's reader thread: the session and membership reads use its connection."""
+    if not request.user.is_authenticated:
+        return None
+    return team_of(request).pk
+
+
+def _close_thread_connections() -> None:
+    for connection in connections.all(initialized_only=True):
+        connection.close()
+
+
+async def progress_stream(request: HttpRequest) -> HttpResponse:
+    """Server-Sent Events of the user's team's progress (ASGI only)."""
+    if request.method != "GET":
+        return HttpResponse(status=405, headers={"Allow": "GET"})
+    listener = get_listener()
+    team_id = await listener.run_read(_authorized_team_id, request)
+    if team_id is None:
+        return HttpResponseForbidden(_NOT_LOGGED_IN)
+    csrf_token = get_token(request)
+    # Under ASGI each request has its own thread for sync code; if anything in it opened a
+    # database connection, give it back now rather than holding a backend per open tab.
+    await sync_to_async(_close_thread_connections)()
+    response = StreamingHttpResponse(
+        _event_stream(listener, team_id, csrf_token), content_type="text/event-stream"
+    )
+    response["Cache-Control"] = "no-cache"
+    response["X-Accel-Buffering"] = "no"  # nginx: do not buffer the stream
+    return response
+
+
+async def _event_stream(listener: Listener, team_id: int, csrf_token: str) -> AsyncIterator[str]:
+    # Subscribe before the first read: a change committed after the read is then always
+    # delivered, and one committed before it is in the snapshot.
+    subscription = listener.subscribe(team_id)
+    keepalive = float(getattr(settings, "LIVE_KEEPALIVE_SECONDS", KEEPALIVE_SECONDS))
+    try:
+        await listener.wait_listening(LISTEN_WAIT_SECONDS)
+        rendered = await listener.run_read(render_progress, team_id)
+        while True:
+            yield sse_event("progress", rendered.html.replace(_CSRF_PLACEHOLDER, csrf_token))
+            if rendered.finished:
+                yield sse_event("done", "done")
+                return
+            while True:
+                try:
+                    reason = await asyncio.wait_for(subscription.queue.get(), keepalive)
+                except TimeoutError:
+                    if rendered.running:
+                        # Elapsed times move and a worker may have died without any NOTIFY:
+                        # refresh, shared by the team's viewers, and send only what changed.
+                        fresh = await listener.shared_read(
+                            team_id, render_progress, max_age=keepalive / 2
+                        )
+                        if fresh.html != rendered.html:
+                            rendered = fresh
+                            break
+                    yield ": keepalive\n\n"
+                    continue
+                if reason == "stop" or listener.stopped:
+                    return
+                rendered = await listener.shared_read(team_id, render_progress)
+                break
+    finally:
+        listener.unsubscribe(subscription)
+
+
+def _snapshot_or_refusal(request: HttpRequest) -> ProgressSnapshot | HttpResponse:
+    if not request.user.is_authenticated:
+        return HttpResponseForbidden(_NOT_LOGGED_IN)
+    return build_snapshot(team_of(request).pk)
+
+
+@require_GET
+def progress_fragment(request: HttpRequest) -> HttpResponse:
+    """The progress partial, for the polling fallback; 286 once complete or failed."""
+    snapshot = _snapshot_or_refusal(request)
+    if isinstance(snapshot, HttpResponse):
+        return snapshot
+    html = render_to_string(TEMPLATE, {"p": snapshot}, request=request)
+    response = HttpResponse(html, status=STOP_POLLING if snapshot.finished else 200)
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+@require_GET
+def progress_status(request: HttpRequest) -> HttpResponse:
+    """JSON: the database's view of the run next to the queue's view of its current job."""
+    snapshot = _snapshot_or_refusal(request)
+    if isinstance(snapshot, HttpResponse):
+        return snapshot
+    response = JsonResponse(snapshot.as_json())
+    response["Cache-Control"] = "no-store"
+    return response

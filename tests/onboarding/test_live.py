@@ -1,0 +1,262 @@
+"""The live progress stream through a real uvicorn and real Postgres LISTEN/NOTIFY: what a
+connected browser receives when the pipeline changes in the database."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.db import connection, transaction
+
+from onboarding.listener import APPLICATION_NAME
+from onboarding.models import Membership, Repository, Team
+from pipeline import progress, transitions
+from pipeline.status import PipelineStatus
+from tests.conftest import wait_for
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def status_of(event) -> str:
+    match = re.search(r'data-status="([a-z_]+)"', event.data)
+    assert match, event.data
+    return match.group(1)
+
+
+def run_of(event) -> str:
+    match = re.search(r'data-run="(\d*)"', event.data)
+    assert match, event.data
+    return match.group(1)
+
+
+def counter(event, name: str) -> str:
+    match = re.search(rf'data-counter="{name}">([^<]*)<', event.data)
+    assert match, f"no {name} counter in {event.data}"
+    return match.group(1).strip()
+
+
+def stage_state(event, stage: str) -> str:
+    match = re.search(rf'data-stage="{stage}" data-state="([a-z]+)"', event.data)
+    assert match, event.data
+    return match.group(1)
+
+
+def listener_backends() -> int:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity"
+            " WHERE application_name = %s AND datname = current_database()",
+            [APPLICATION_NAME],
+        )
+        return cursor.fetchone()[0]
+
+
+def terminate_listener() -> int:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+            " WHERE application_name = %s AND datname = current_database()",
+            [APPLICATION_NAME],
+        )
+        return cursor.fetchone()[0]
+
+
+@pytest.fixture
+def other_team_user(db):
+    other = Team.objects.create(name="Globex")
+    user = get_user_model().objects.create_user(username="grace", password="x" * 12)
+    Membership.objects.create(team=other, user=user, role=Membership.Role.ADMIN)
+    repos = [
+        Repository.objects.create(team=other, github_id=5000 + i, full_name=f"globex/r{i}")
+        for i in range(2)
+    ]
+    return other, user, repos
+
+
+def test_committed_start_reaches_a_connected_client(sse_connect, team, admin_user, repositories):
+    client = sse_connect(admin_user)
+    assert client.status_code == 200
+    assert client.headers["content-type"].startswith("text/event-stream")
+    assert client.headers["cache-control"] == "no-cache"
+    assert client.headers["x-accel-buffering"] == "no"
+    snapshot = client.next_event()
+    assert snapshot.event == "progress"
+    assert status_of(snapshot) == PipelineStatus.NOT_STARTED
+
+    run = transitions.start_pipeline(team, [r.pk for r in repositories])
+
+    event = client.next_event()
+    assert event.event == "progress"
+    assert status_of(event) == PipelineStatus.SYNCING
+    assert run_of(event) == str(run.pk)
+    assert stage_state(event, PipelineStatus.SYNCING) == "running"
+    assert stage_state(event, PipelineStatus.LLM_PROCESSING) == "waiting"
+    assert counter(event, "repositories") == "0 / 3"
+
+
+def test_rolled_back_change_never_reaches_the_client(sse_connect, team, admin_user, repositories):
+    run = transitions.start_pipeline(team, [r.pk for r in repositories])
+    client = sse_connect(admin_user)
+    client.next_event()  # snapshot
+
+    with pytest.raises(RuntimeError), transaction.atomic():
+        progress.report(run, prs_synced=111)
+        raise RuntimeError("the stage failed after reporting")
+    # Had the rolled-back NOTIFY been delivered, the stream would send a fragment now.
+    client.assert_no_event(within=1.5)
+
+    progress.report(run, prs_synced=222)
+    event = client.next_event()
+    assert counter(event, "prs_synced") == "222"
+    assert "111" not in event.data
+
+
+def test_client_connecting_mid_run_gets_the_current_state_first(
+    sse_connect, team, admin_user, repositories
+):
+    run = transitions.start_pipeline(team, [r.pk for r in repositories])
+    transitions.begin_stage(run.pk, PipelineStatus.SYNCING, job_id=None)
+    progress.report(run, repositories_done=2, prs_synced=42)
+
+    client = sse_connect(admin_user)
+    snapshot = client.next_event()
+
+    assert snapshot.event == "progress"
+    assert status_of(snapshot) == PipelineStatus.SYNCING
+    assert stage_state(snapshot, PipelineStatus.SYNCING) == "running"
+    assert counter(snapshot, "repositories") == "2 / 3"
+    assert counter(snapshot, "prs_synced") == "42"
+
+
+def test_two_teams_streams_never_see_each_others_events(
+    sse_connect, team, admin_user, repositories, other_team_user
+):
+    other_team, other_user, other_repos = other_team_user
+    ours = sse_connect(admin_user)
+    theirs = sse_connect(other_user)
+    ours.next_event()
+    theirs.next_event()
+
+    their_run = transitions.start_pipeline(other_team, [r.pk for r in other_repos])
+    their_event = theirs.next_event()
+    assert run_of(their_event) == str(their_run.pk)
+    ours.assert_no_event(within=1.0)
+
+    our_run = transitions.start_pipeline(team, [r.pk for r in repositories])
+    our_event = ours.next_event()
+    assert run_of(our_event) == str(our_run.pk)
+    assert counter(our_event, "repositories") == "0 / 3"
+    theirs.assert_no_event(within=1.0)
+
+
+def test_all_streams_of_the_process_share_one_listening_connection(
+    sse_connect, team, admin_user, other_team_user
+):
+    _, other_user, _ = other_team_user
+    clients = [sse_connect(admin_user) for _ in range(3)] + [sse_connect(other_user)]
+    for client in clients:
+        client.next_event()
+
+    assert listener_backends() == 1
+
+
+def test_stream_survives_the_listener_connection_being_terminated(
+    sse_connect, team, admin_user, repositories
+):
+    run = transitions.start_pipeline(team, [r.pk for r in repositories])
+    client = sse_connect(admin_user)
+    client.next_event()
+
+    assert terminate_listener() == 1
+    # The listener reconnects and re-sends a full snapshot (a NOTIFY in the gap would be lost).
+    resync = client.next_event(timeout=15)
+    assert resync.event == "progress"
+    assert status_of(resync) == PipelineStatus.SYNCING
+
+    progress.report(run, prs_synced=7)
+    later = client.next_event()
+    assert counter(later, "prs_synced") == "7"
+    wait_for(lambda: listener_backends() == 1)
+
+
+def test_change_made_while_the_listener_is_down_arrives_after_it_reconnects(
+    sse_connect, team, admin_user, repositories
+):
+    run = transitions.start_pipeline(team, [r.pk for r in repositories])
+    client = sse_connect(admin_user)
+    client.next_event()
+
+    terminate_listener()
+    progress.report(run, prs_synced=99)  # its NOTIFY may be lost in the gap
+
+    event = client.next_event(timeout=15)
+    while counter_or_none(event, "prs_synced") != "99":
+        event = client.next_event(timeout=15)
+
+
+def counter_or_none(event, name: str) -> str | None:
+    match = re.search(rf'data-counter="{name}">([^<]*)<', event.data)
+    return match.group(1).strip() if match else None
+
+
+def test_stream_sends_done_and_closes_when_the_pipeline_fails(
+    sse_connect, team, admin_user, repositories
+):
+    run = transitions.start_pipeline(team, [r.pk for r in repositories])
+    attempt = transitions.begin_stage(run.pk, PipelineStatus.SYNCING, job_id=None)
+    client = sse_connect(admin_user)
+    client.next_event()
+
+    transitions.fail_stage(attempt.pk, "GitHub connection is broken: reconnect GitHub")
+
+    event = client.next_event()
+    assert status_of(event) == PipelineStatus.FAILED
+    assert stage_state(event, PipelineStatus.SYNCING) == "failed"
+    assert "GitHub connection is broken: reconnect GitHub" in event.data
+    assert client.next_event().event == "done"
+    assert client.ended.wait(5)
+
+
+def test_stream_of_a_finished_pipeline_sends_the_snapshot_then_done(
+    sse_connect, team, admin_user, repositories
+):
+    run = transitions.start_pipeline(team, [r.pk for r in repositories])
+    for stage in (
+        PipelineStatus.SYNCING,
+        PipelineStatus.LLM_PROCESSING,
+        PipelineStatus.COMPUTING_METRICS,
+        PipelineStatus.COMPUTING_INSIGHTS,
+    ):
+        attempt = transitions.begin_stage(run.pk, stage, job_id=None)
+        transitions.complete_stage(attempt.pk, {})
+
+    client = sse_connect(admin_user)
+    snapshot = client.next_event()
+    assert status_of(snapshot) == PipelineStatus.COMPLETE
+    assert client.next_event().event == "done"
+    assert client.ended.wait(5)
+
+
+def test_idle_stream_sends_keepalive_comments(sse_connect, settings, team, admin_user):
+    settings.LIVE_KEEPALIVE_SECONDS = 0.3
+    client = sse_connect(admin_user)
+    client.next_event()
+
+    wait_for(lambda: client.keepalives >= 2, timeout=5)
+    assert client.events.empty()
+
+
+def test_anonymous_stream_is_refused(sse_connect):
+    client = sse_connect(None)
+
+    assert client.status_code == 403
+    assert client.events.get(timeout=5) is None  # no event, the response just ends
+
+
+def test_user_without_a_team_gets_404(sse_connect, db):
+    loner = get_user_model().objects.create_user(username="loner", password="x" * 12)
+
+    client = sse_connect(loner)
+
+    assert client.status_code == 404
