@@ -193,14 +193,13 @@ def line_chart(
             segment.append(f"{x:.1f},{y:.1f}")
             parts.append(
                 format_html(
-                    '<circle cx="{}" cy="{}" r="3" fill="{}"><title>{}: {} {:.1f}{}</title>'
-                    "</circle>",
+                    '<circle cx="{}" cy="{}" r="3" fill="{}"><title>{}: {} {}{}</title></circle>',
                     f"{x:.1f}",
                     f"{y:.1f}",
                     series.colour,
                     _week_label(weeks[i]),
                     series.name,
-                    value,
+                    f"{value:.1f}",
                     unit,
                 )
             )
