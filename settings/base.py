@@ -169,6 +169,11 @@ LLM_ONBOARDING_LIMIT = int(os.environ.get("LLM_ONBOARDING_LIMIT", "100"))
 LLM_CONCURRENCY = int(os.environ.get("LLM_CONCURRENCY", "8"))
 LLM_TIMEOUT_SECONDS = float(os.environ.get("LLM_TIMEOUT_SECONDS", "30"))
 LLM_CONFIDENCE_THRESHOLD = float(os.environ.get("LLM_CONFIDENCE_THRESHOLD", "0.7"))
+# Retries of one call on 429/5xx/timeouts (the SDK honours retry-after), and what one run may
+# spend: calls started and tokens used (new calls stop once either is reached).
+LLM_MAX_RETRIES = int(os.environ.get("LLM_MAX_RETRIES", "3"))
+LLM_REQUEST_BUDGET = int(os.environ.get("LLM_REQUEST_BUDGET", "500"))
+LLM_TOKEN_BUDGET = int(os.environ.get("LLM_TOKEN_BUDGET", "500000"))
 
 # --- Email ---------------------------------------------------------------------------------
 DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "tformance <insights@localhost>")
