@@ -5,13 +5,13 @@ from onboarding import views
 
 urlpatterns = [
     path("", views.home, name="home"),
-    path("signup/", views.signup, name="signup"),
+    path("accounts/signup/", views.signup, name="signup"),
     path(
-        "login/",
+        "accounts/login/",
         auth_views.LoginView.as_view(redirect_authenticated_user=True),
         name="login",
     ),
-    path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("github/", views.connect_github, name="connect_github"),
     path("github/token/", views.connect_token, name="connect_token"),
     path("github/demo/", views.connect_demo, name="connect_demo"),

@@ -164,3 +164,67 @@ def test_oauth_token_endpoint_down_is_reported(member_client, oauth_endpoint):
         reverse("oauth_callback"), {"code": "x", "state": state}, follow=True
     )
     assert "GitHub answered with an error (502)" in response.content.decode()
+
+
+# Against the bundled demo GitHub over real HTTP (PyGithub, unmodified) ------------------------
+
+
+def test_personal_token_is_verified_then_stored_encrypted(
+    member_client, team, settings, demo_github
+):
+    settings.GITHUB_API_URL = demo_github.api_url
+    response = member_client.post(reverse("connect_token"), {"token": demo_github.token})
+    assert response["Location"] == reverse("select_repositories")
+    connection = GitHubConnection.objects.get(team=team)
+    assert connection.kind == GitHubConnection.Kind.PERSONAL_TOKEN
+    assert connection.api_url == demo_github.api_url
+    assert connection.account_login
+    assert demo_github.token.encode() not in bytes(connection.encrypted_token)
+    assert crypto.decrypt_token(connection.encrypted_token) == demo_github.token
+    page = member_client.get(reverse("connect_github")).content.decode()
+    assert f"@{connection.account_login}" in page
+    assert demo_github.token not in page
+
+
+def test_token_github_rejects_is_not_saved_and_the_page_says_why(
+    member_client, team, settings, demo_github
+):
+    settings.GITHUB_API_URL = demo_github.api_url
+    demo_github.unauthorized()
+    response = member_client.post(reverse("connect_token"), {"token": SECRET_TOKEN})
+    assert response.status_code == 400
+    page = response.content.decode()
+    assert "reconnect GitHub" in page or "Bad credentials" in page
+    assert SECRET_TOKEN not in page
+    assert not GitHubConnection.objects.filter(team=team).exists()
+
+
+def test_demo_button_connects_the_demo_organisation(member_client, team, settings, demo_github):
+    settings.DEMO_GITHUB_URL = demo_github.api_url
+    settings.DEMO_GITHUB_TOKEN = demo_github.token
+    response = member_client.post(reverse("connect_demo"))
+    assert response["Location"] == reverse("select_repositories")
+    connection = GitHubConnection.objects.get(team=team)
+    assert connection.kind == GitHubConnection.Kind.DEMO
+    assert connection.api_url == demo_github.api_url
+
+
+def test_oauth_flow_exchanges_the_code_and_connects(
+    member_client, team, settings, oauth_endpoint, demo_github
+):
+    settings.GITHUB_API_URL = demo_github.api_url
+    oauth_endpoint.reply = {
+        "access_token": demo_github.token,
+        "token_type": "bearer",
+        "scope": "repo,read:org",
+    }
+    state = parse_qs(urlparse(member_client.get(reverse("oauth_start"))["Location"]).query)[
+        "state"
+    ][0]
+    response = member_client.get(reverse("oauth_callback"), {"code": "good", "state": state})
+    assert response["Location"] == reverse("select_repositories")
+    connection = GitHubConnection.objects.get(team=team)
+    assert connection.kind == GitHubConnection.Kind.OAUTH
+    assert crypto.decrypt_token(connection.encrypted_token) == demo_github.token
+    page = member_client.get(reverse("connect_github")).content.decode()
+    assert demo_github.token not in page
