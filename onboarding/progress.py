@@ -9,8 +9,10 @@ Two views side by side, so a disagreement is visible instead of hidden:
 
 Counters the page knows (stages report them with ``pipeline.progress.report``):
 ``repositories_done``/``repositories_total``, ``prs_synced``, ``prs_analysed``/``prs_to_analyse``,
-``weeks_computed``, and ``message`` (one short user-facing note, e.g. "signatures only: no LLM
-configured"). A stage whose returned counts contain ``"skipped": True`` is shown as skipped.
+``weeks_computed``, ``llm_classified``/``llm_to_classify``, ``current_repository`` and
+``message`` (one short user-facing note). Notes also come from the run's summary: repositories
+the sync skipped, and the detection stage's word that no LLM was configured. A stage whose
+returned counts contain ``"skipped": True`` is shown as skipped.
 
 Everything here is read with the team as the filter: callers pass the viewer's own team id.
 """
@@ -92,6 +94,9 @@ class Counters:
     prs_analysed: int | None = None
     prs_to_analyse: int | None = None
     weeks_computed: int | None = None
+    llm_classified: int | None = None
+    llm_to_classify: int | None = None
+    current_repository: str = ""
     message: str = ""
 
     @classmethod
@@ -110,6 +115,9 @@ class Counters:
             prs_analysed=number("prs_analysed"),
             prs_to_analyse=number("prs_to_analyse"),
             weeks_computed=number("weeks_computed"),
+            llm_classified=number("llm_classified"),
+            llm_to_classify=number("llm_to_classify"),
+            current_repository=str(progress.get("current_repository") or ""),
             message=str(progress.get("message") or ""),
         )
 
@@ -157,6 +165,7 @@ class ProgressSnapshot:
     stages: list[StageProgress]
     counters: Counters
     progress: dict
+    notes: list[str]
     last_activity_at: datetime.datetime | None
     delayed: bool
     queue: QueueView
@@ -206,6 +215,7 @@ class ProgressSnapshot:
                 "finished_at": iso(self.finished_at),
                 "stages": [stage.as_json() for stage in self.stages],
                 "progress": self.progress,
+                "notes": self.notes,
                 "last_activity_at": iso(self.last_activity_at),
                 "delayed": self.delayed,
             },
@@ -353,6 +363,22 @@ def _last_activity(
     return max(moments)
 
 
+def _notes(run: PipelineRun | None, counters: Counters) -> list[str]:
+    """Short user-facing sentences about the run: what it skipped or did without."""
+    if run is None:
+        return []
+    notes = [counters.message] if counters.message else []
+    summary = run.summary or {}
+    for skipped in summary.get("skipped_repositories") or []:
+        name = skipped.get("full_name") or "a repository"
+        reason = skipped.get("reason") or "skipped"
+        notes.append(f"Skipped {name}: {reason}.")
+    llm = summary.get("llm") or {}
+    if llm.get("configured") is False and llm.get("message"):
+        notes.append(str(llm["message"]))
+    return notes
+
+
 def build_snapshot(team_id: int) -> ProgressSnapshot:
     """Read the progress of ``team_id`` from the database (a handful of small queries)."""
     now = timezone.now()
@@ -368,6 +394,7 @@ def build_snapshot(team_id: int) -> ProgressSnapshot:
         and (now - last_activity).total_seconds() > DELAYED_AFTER_SECONDS
     )
     progress = dict(run.progress or {}) if run is not None else {}
+    counters = Counters.from_progress(progress)
     return ProgressSnapshot(
         team_id=team.pk,
         team_name=team.name,
@@ -381,8 +408,9 @@ def build_snapshot(team_id: int) -> ProgressSnapshot:
         completed_at=team.pipeline_completed_at,
         finished_at=run.finished_at if run and not run.state == PipelineRun.State.RUNNING else None,
         stages=_stage_states(run, attempts, now),
-        counters=Counters.from_progress(progress),
+        counters=counters,
         progress=progress,
+        notes=_notes(run, counters),
         last_activity_at=last_activity,
         delayed=delayed,
         queue=queue,
