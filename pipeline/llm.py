@@ -125,9 +125,9 @@ class LLMSettings:
             model=settings.LLM_MODEL,
             concurrency=max(1, int(settings.LLM_CONCURRENCY)),
             timeout_seconds=float(settings.LLM_TIMEOUT_SECONDS),
-            max_retries=int(getattr(settings, "LLM_MAX_RETRIES", 3)),
-            request_budget=int(getattr(settings, "LLM_REQUEST_BUDGET", 500)),
-            token_budget=int(getattr(settings, "LLM_TOKEN_BUDGET", 500_000)),
+            max_retries=int(settings.LLM_MAX_RETRIES),
+            request_budget=int(settings.LLM_REQUEST_BUDGET),
+            token_budget=int(settings.LLM_TOKEN_BUDGET),
         )
 
 

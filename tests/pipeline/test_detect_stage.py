@@ -4,9 +4,12 @@ final verdict, the cache, fallbacks, and the run's summary and progress."""
 
 from __future__ import annotations
 
+import threading
+import time
 from datetime import timedelta
 
 import pytest
+from django.db import connection
 from django.test import override_settings
 from django.utils import timezone
 
@@ -267,3 +270,37 @@ def test_the_stage_runs_in_a_real_worker_with_the_llm(
     assert attempt.counts["ai_assisted"] == 2 and attempt.counts["llm_sent"] == 3
     assert PipelineRun.objects.get(pk=run.pk).summary["llm"]["classified"] == 3
     assert verdict_of(mixed_prs["llm_positive"]).source == AIVerdict.Source.LLM
+
+
+@pytest.mark.django_db(transaction=True)
+def test_progress_moves_while_the_llm_answers(team, repositories, llm_server):
+    repo = repositories[0]
+    for n in range(1, 33):
+        make_pr(repo, n, f"change {n}", age_days=n)
+    llm_server.latency = 0.25
+    run = make_run(team, repositories)
+    seen: list[int] = []
+    failures: list[BaseException] = []
+
+    def stage() -> None:
+        try:
+            with llm_configured(llm_server, LLM_CONCURRENCY=2):
+                detect.run(run)
+        except BaseException as exc:  # reported by the test thread
+            failures.append(exc)
+        finally:
+            connection.close()
+
+    worker = threading.Thread(target=stage)
+    worker.start()
+    while worker.is_alive():
+        progress = PipelineRun.objects.get(pk=run.pk).progress
+        if progress.get("llm_to_classify"):
+            seen.append(progress["prs_analysed"])
+        time.sleep(0.1)
+    worker.join()
+
+    assert not failures
+    intermediate = sorted({value for value in seen if 0 < value < 32})
+    assert len(intermediate) >= 2, seen  # the page saw the count climb, not jump to the end
+    assert PipelineRun.objects.get(pk=run.pk).progress["prs_analysed"] == 32
