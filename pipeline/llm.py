@@ -256,6 +256,13 @@ def parse_reply(content: str | None) -> LLMVerdict:
 # --- Calls -----------------------------------------------------------------------------------
 
 
+# After this many unreachable/timed-out/5xx answers in a row (each already retried by the
+# SDK), the endpoint is taken to be down: a hung endpoint would otherwise hold the stage for
+# PRs x timeout x retries / concurrency.
+BREAKER_CONSECUTIVE_FAILURES = 5
+_OUTAGE_FAILURES = {Failure.CONNECTION, Failure.TIMEOUT, Failure.SERVER_ERROR}
+
+
 class _Budget:
     """Requests and tokens spent so far; checked before each call starts (calls in flight
     may overshoot the token budget by at most ``concurrency`` replies)."""
@@ -264,7 +271,19 @@ class _Budget:
         self.config = config
         self.requests = 0
         self.tokens = 0
-        self.stopped_by: str = ""  # a fatal rejection's detail: send nothing more
+        self.consecutive_outages = 0
+        self.stopped_by: str = ""  # why no further call is sent (rejection, outage)
+
+    def record(self, outcome: LLMOutcome) -> LLMOutcome:
+        if outcome.error in _OUTAGE_FAILURES:
+            self.consecutive_outages += 1
+            if self.consecutive_outages >= BREAKER_CONSECUTIVE_FAILURES and not self.stopped_by:
+                self.stopped_by = (
+                    f"the LLM endpoint failed {self.consecutive_outages} times in a row"
+                )
+        elif outcome.verdict is not None or outcome.error in (Failure.REFUSAL, Failure.MALFORMED):
+            self.consecutive_outages = 0  # the endpoint answered
+        return outcome
 
     def take(self) -> str:
         if self.stopped_by:
@@ -291,7 +310,7 @@ async def _classify_one(
 
     refused = budget.take()
     if refused:
-        return failed(refused)
+        return failed(refused, budget.stopped_by if refused == Failure.NOT_SENT else "")
     try:
         completion = await client.chat.completions.create(
             model=config.model,
@@ -360,7 +379,7 @@ async def classify_async(
         async with slots:
             if cancelled is not None and cancelled.is_set():
                 return
-            deliver(await _classify_one(client, request, config, budget))
+            deliver(budget.record(await _classify_one(client, request, config, budget)))
 
     try:
         await asyncio.gather(*(one(r) for r in requests))

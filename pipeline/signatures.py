@@ -172,6 +172,15 @@ BRANCH_PREFIXES: dict[str, str] = {
     "devin/": DEVIN,
 }
 
+# An explicit, checked "no AI" disclosure in the PR body. It outweighs a branch name, the one
+# marker a person may choose by chance ("cursor/fix-blink" fixing a text cursor), but not what
+# a tool wrote itself (a co-author e-mail, a bot account, a generated footer).
+NO_AI_DISCLOSURE = re.compile(
+    r"^(?![ \t]*[-*][ \t]*\[ \]).*\b(no ai (tools? )?(was|were) used|written without (any )?ai"
+    r"|not ai[- ]generated|no ai[- ]generated (code|content))\b",
+    re.IGNORECASE | re.MULTILINE,
+)
+
 # aider prefixes its commit messages with "aider: " and suffixes the author name "(aider)".
 AIDER_MESSAGE_PREFIX = re.compile(r"^aider: ", re.IGNORECASE)
 AIDER_AUTHOR_SUFFIX = re.compile(r"\(aider\)\s*$", re.IGNORECASE)
@@ -269,8 +278,9 @@ def detect(pr: PRText) -> list[Hit]:
     if bot and bot in AUTHOR_BOTS:
         add([Hit(AUTHOR_BOTS[bot], "PR author bot", pr.author_login)])
     branch = pr.head_branch.strip().lower()
+    disclaimed = bool(NO_AI_DISCLOSURE.search(CODE_SPANS.sub(" ", pr.body)))
     for prefix, tool in BRANCH_PREFIXES.items():
-        if branch.startswith(prefix):
+        if branch.startswith(prefix) and not disclaimed:
             add([Hit(tool, f"branch prefix {prefix}", pr.head_branch)])
     add(_text_hits(pr.title, "PR title"))
     add(_text_hits(pr.body, "PR body"))

@@ -5,6 +5,7 @@ untrusted-input boundary, concurrency and budget."""
 from __future__ import annotations
 
 import json
+import socket
 
 import pytest
 
@@ -178,6 +179,33 @@ def test_a_rejected_key_stops_further_calls(llm_server):
     errors = sorted(o.error for o in outcomes.values())
     assert errors == [Failure.NOT_SENT] * 4 + [Failure.REJECTED]
     assert len(llm_server.completions()) == 1
+
+
+def test_an_unreachable_endpoint_is_given_up_quickly():
+    with socket.socket() as closed:  # a port nobody listens on
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    settings = LLMSettings(
+        api_key="k",
+        base_url=f"http://127.0.0.1:{port}/v1",
+        model="m",
+        concurrency=2,
+        timeout_seconds=1,
+        max_retries=0,
+        request_budget=100,
+        token_budget=1_000_000,
+    )
+    requests = [build_request(k, PRText(title=f"PR {k}"), "m") for k in range(40)]
+
+    outcomes = list(classify(requests, settings))
+
+    errors = [o.error for o in outcomes]
+    assert len(outcomes) == 40
+    # Five failures in a row trip the breaker; at most the calls already in flight follow.
+    assert 5 <= errors.count(Failure.CONNECTION) <= 5 + 2
+    assert errors.count(Failure.NOT_SENT) == 40 - errors.count(Failure.CONNECTION)
+    not_sent = next(o for o in outcomes if o.error == Failure.NOT_SENT)
+    assert "in a row" in not_sent.detail
 
 
 def test_the_token_budget_stops_new_calls(llm_server):

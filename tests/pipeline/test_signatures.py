@@ -289,6 +289,20 @@ def test_trap_matches_nothing(pr):
     assert detect(pr) == []
 
 
+def test_a_no_ai_disclosure_outweighs_a_branch_name_but_not_a_tools_own_marker():
+    disclosure = "Fixes the blinking caret.\n\nAI disclosure: No AI was used."
+    human = PRText(head_branch="cursor/fix-blink", body=disclosure)
+    unchecked = PRText(head_branch="cursor/fix-blink", body="- [ ] No AI was used\n- [x] Cursor")
+    contradicted = PRText(
+        body=disclosure,
+        commits=(commit("Fix\n\nCo-authored-by: Cursor Agent <cursoragent@cursor.com>"),),
+    )
+
+    assert detect(human) == []
+    assert tools_of(detect(unchecked)) == ["Cursor"]
+    assert [h.marker for h in detect(contradicted)] == ["co-author trailer"]
+
+
 def test_several_tools_and_repeated_markers_are_reported_once_each():
     trailer = "Co-authored-by: Claude <noreply@anthropic.com>"
     pr = PRText(
