@@ -103,7 +103,8 @@ def make_client(token: str, api_url: str | None = None, *, rest_retries: bool = 
     return Github(
         auth=Auth.Token(token),
         base_url=(api_url or settings.GITHUB_API_URL).rstrip("/"),
-        timeout=timeout_seconds(),  # type: ignore[arg-type]  # requests takes floats
+        # PyGithub 2.10 asserts an int timeout (github/MainClass.py), though requests takes floats.
+        timeout=max(1, round(timeout_seconds())),
         retry=retry,
         per_page=100,
         seconds_between_requests=None,
