@@ -170,27 +170,27 @@ def test_oauth_token_endpoint_down_is_reported(member_client, oauth_endpoint):
 
 
 def test_personal_token_is_verified_then_stored_encrypted(
-    member_client, team, settings, demo_github
+    member_client, team, settings, demo_github_small
 ):
-    settings.GITHUB_API_URL = demo_github.api_url
-    response = member_client.post(reverse("connect_token"), {"token": demo_github.token})
+    settings.GITHUB_API_URL = demo_github_small.api_url
+    response = member_client.post(reverse("connect_token"), {"token": demo_github_small.token})
     assert response["Location"] == reverse("select_repositories")
     connection = GitHubConnection.objects.get(team=team)
     assert connection.kind == GitHubConnection.Kind.PERSONAL_TOKEN
-    assert connection.api_url == demo_github.api_url
+    assert connection.api_url == demo_github_small.api_url
     assert connection.account_login
-    assert demo_github.token.encode() not in bytes(connection.encrypted_token)
-    assert crypto.decrypt_token(connection.encrypted_token) == demo_github.token
+    assert demo_github_small.token.encode() not in bytes(connection.encrypted_token)
+    assert crypto.decrypt_token(connection.encrypted_token) == demo_github_small.token
     page = member_client.get(reverse("connect_github")).content.decode()
     assert f"@{connection.account_login}" in page
-    assert demo_github.token not in page
+    assert demo_github_small.token not in page
 
 
 def test_token_github_rejects_is_not_saved_and_the_page_says_why(
-    member_client, team, settings, demo_github
+    member_client, team, settings, demo_github_small
 ):
-    settings.GITHUB_API_URL = demo_github.api_url
-    demo_github.unauthorized()
+    settings.GITHUB_API_URL = demo_github_small.api_url
+    demo_github_small.unauthorized()
     response = member_client.post(reverse("connect_token"), {"token": SECRET_TOKEN})
     assert response.status_code == 400
     page = response.content.decode()
@@ -199,22 +199,24 @@ def test_token_github_rejects_is_not_saved_and_the_page_says_why(
     assert not GitHubConnection.objects.filter(team=team).exists()
 
 
-def test_demo_button_connects_the_demo_organisation(member_client, team, settings, demo_github):
-    settings.DEMO_GITHUB_URL = demo_github.api_url
-    settings.DEMO_GITHUB_TOKEN = demo_github.token
+def test_demo_button_connects_the_demo_organisation(
+    member_client, team, settings, demo_github_small
+):
+    settings.DEMO_GITHUB_URL = demo_github_small.api_url
+    settings.DEMO_GITHUB_TOKEN = demo_github_small.token
     response = member_client.post(reverse("connect_demo"))
     assert response["Location"] == reverse("select_repositories")
     connection = GitHubConnection.objects.get(team=team)
     assert connection.kind == GitHubConnection.Kind.DEMO
-    assert connection.api_url == demo_github.api_url
+    assert connection.api_url == demo_github_small.api_url
 
 
 def test_oauth_flow_exchanges_the_code_and_connects(
-    member_client, team, settings, oauth_endpoint, demo_github
+    member_client, team, settings, oauth_endpoint, demo_github_small
 ):
-    settings.GITHUB_API_URL = demo_github.api_url
+    settings.GITHUB_API_URL = demo_github_small.api_url
     oauth_endpoint.reply = {
-        "access_token": demo_github.token,
+        "access_token": demo_github_small.token,
         "token_type": "bearer",
         "scope": "repo,read:org",
     }
@@ -225,6 +227,6 @@ def test_oauth_flow_exchanges_the_code_and_connects(
     assert response["Location"] == reverse("select_repositories")
     connection = GitHubConnection.objects.get(team=team)
     assert connection.kind == GitHubConnection.Kind.OAUTH
-    assert crypto.decrypt_token(connection.encrypted_token) == demo_github.token
+    assert crypto.decrypt_token(connection.encrypted_token) == demo_github_small.token
     page = member_client.get(reverse("connect_github")).content.decode()
-    assert demo_github.token not in page
+    assert demo_github_small.token not in page

@@ -127,8 +127,10 @@ def test_while_running_the_selection_page_sends_to_progress(member_client, team,
 # Against the bundled demo GitHub over real HTTP ------------------------------------------------
 
 
-def test_list_shows_the_repositories_github_lists_and_stores_them(member_client, team, demo_github):
-    connect(team, demo_github.api_url, token=demo_github.token)
+def test_list_shows_the_repositories_github_lists_and_stores_them(
+    member_client, team, demo_github_small
+):
+    connect(team, demo_github_small.api_url, token=demo_github_small.token)
     response = member_client.get(reverse("repository_list"), headers={"HX-Request": "true"})
     page = response.content.decode()
     stored = list(Repository.objects.filter(team=team))
@@ -136,34 +138,34 @@ def test_list_shows_the_repositories_github_lists_and_stores_them(member_client,
     for repository in stored:
         assert repository.full_name in page
         assert f'value="{repository.pk}"' in page
-    assert demo_github.token not in page
+    assert demo_github_small.token not in page
 
 
 def test_list_with_a_revoked_token_says_reconnect_and_offers_retry(
-    member_client, team, demo_github
+    member_client, team, demo_github_small
 ):
-    connect(team, demo_github.api_url, token=demo_github.token)
-    demo_github.unauthorized()
+    connect(team, demo_github_small.api_url, token=demo_github_small.token)
+    demo_github_small.unauthorized()
     page = member_client.get(reverse("repository_list")).content.decode()
     assert "reconnect GitHub" in page
     assert "Retry" in page
     assert not Repository.objects.filter(team=team).exists()
 
 
-def test_list_when_rate_limited_says_until_when(member_client, team, demo_github):
-    connect(team, demo_github.api_url, token=demo_github.token)
-    demo_github.rate_limited(remaining=0, reset_in=600)
+def test_list_when_rate_limited_says_until_when(member_client, team, demo_github_small):
+    connect(team, demo_github_small.api_url, token=demo_github_small.token)
+    demo_github_small.rate_limited(remaining=0, reset_in=600)
     page = member_client.get(reverse("repository_list")).content.decode()
     assert re.search(r"rate limit reached; try again after \d\d:\d\d UTC", page)
     assert "Retry" in page
 
 
-def test_retry_after_a_failure_loads_the_list(member_client, team, demo_github):
-    connect(team, demo_github.api_url, token=demo_github.token)
-    demo_github.bad_gateway(count=10)
+def test_retry_after_a_failure_loads_the_list(member_client, team, demo_github_small):
+    connect(team, demo_github_small.api_url, token=demo_github_small.token)
+    demo_github_small.bad_gateway(count=10)
     failed = member_client.get(reverse("repository_list")).content.decode()
     assert "We could not load your repositories" in failed
-    demo_github.reset()
+    demo_github_small.reset()
     retried = member_client.get(reverse("repository_list")).content.decode()
     assert "We could not load your repositories" not in retried
     assert Repository.objects.filter(team=team).exists()
