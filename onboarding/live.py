@@ -82,15 +82,26 @@ _NOT_LOGGED_IN = "Your session has ended. Log in again to follow the progress."
 @dataclass(frozen=True)
 class RenderedProgress:
     html: str
+    # The whole `progress` event, formatted once for every viewer of the team; each stream
+    # only puts its own CSRF token in.
+    event: str
     finished: bool
     running: bool
+
+    def event_for(self, csrf_token: str) -> str:
+        return self.event.replace(_CSRF_PLACEHOLDER, csrf_token)
 
 
 def render_progress(team_id: int) -> RenderedProgress:
     """Read and render a team's progress for the stream (runs on the listener's reader)."""
     snapshot = build_snapshot(team_id)
     html = render_to_string(TEMPLATE, {"p": snapshot, "csrf_token": _CSRF_PLACEHOLDER})
-    return RenderedProgress(html=html, finished=snapshot.finished, running=snapshot.is_running)
+    return RenderedProgress(
+        html=html,
+        event=sse_event("progress", html),
+        finished=snapshot.finished,
+        running=snapshot.is_running,
+    )
 
 
 def sse_event(event: str, data: str) -> str:
@@ -142,7 +153,7 @@ async def _event_stream(listener: Listener, team_id: int, csrf_token: str) -> As
         await listener.wait_listening(LISTEN_WAIT_SECONDS)
         rendered = await listener.run_read(render_progress, team_id)
         while True:
-            yield sse_event("progress", rendered.html.replace(_CSRF_PLACEHOLDER, csrf_token))
+            yield rendered.event_for(csrf_token)
             if rendered.finished:
                 yield sse_event("done", "done")
                 return

@@ -1,0 +1,321 @@
+"""Commit-to-browser latency of pipeline status events through the real SSE stream (run through
+``bench/live``).
+
+One uvicorn web process serves the product's ASGI app on a scratch database (embedded
+PostgreSQL, or the server of DATABASE_URL). This process opens 1, 100 and 1,000 concurrent
+``/progress/stream/`` connections (plain sockets speaking HTTP/1.1, so the client side costs as
+little as possible), all watching one team: the worst case, where every event goes to every
+client. It then commits progress changes the way a stage does (``pipeline.progress.report``) and
+timestamps each commit just before COMMIT; each client timestamps the moment the fragment with
+the new number arrives. Both clocks are CLOCK_MONOTONIC on this machine.
+
+Printed per level: p50/p95/max latency over every (event, client) pair, events lost, the web
+process's RSS, and the database connections it holds. Targets (issue 5): p95 <= 100 ms at
+1,000 clients, one LISTEN connection for all of them.
+
+Usage: bench/live [--clients 1,100,1000] [--events 20] [--keep]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import resource
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+SCRATCH_DATABASE = "tformance_bench_live"
+WEB_APPLICATION_NAME = "bench-live-web"
+TARGET_P95_MS = 100.0
+TARGET_CONNECTIONS = 1
+MARKER = re.compile(rb'data-counter="prs_synced">(\d+)<')
+
+
+def scratch_url() -> str:
+    sys.path.insert(0, str(BASE_DIR))
+    from settings import embedded_postgres
+
+    url = embedded_postgres.database_url(BASE_DIR)
+    params = conninfo_to_dict(url)
+    admin = make_conninfo(url, dbname="postgres")
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{SCRATCH_DATABASE}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{SCRATCH_DATABASE}"')
+    params["dbname"] = SCRATCH_DATABASE
+    return make_conninfo("", **params)
+
+
+def raise_open_files_limit() -> int:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(fraction * (len(ordered) - 1))))
+    return ordered[index]
+
+
+class StreamClient:
+    """One browser tab: reads the stream and timestamps each prs_synced value it sees."""
+
+    def __init__(self, port: int, cookie: str) -> None:
+        self.port = port
+        self.cookie = cookie
+        self.arrivals: dict[int, float] = {}
+        self.ready = asyncio.Event()
+        self.task: asyncio.Task | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def connect(self) -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
+        self.writer = writer
+        writer.write(
+            b"GET /progress/stream/ HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            b"Accept: text/event-stream\r\nCookie: sessionid=" + self.cookie.encode() + b"\r\n\r\n"
+        )
+        await writer.drain()
+        head = await reader.readuntil(b"\r\n\r\n")
+        if not head.startswith(b"HTTP/1.1 200"):
+            raise RuntimeError(f"stream refused: {head[:200]!r}")
+        self.task = asyncio.create_task(self._read(reader))
+
+    async def _read(self, reader: asyncio.StreamReader) -> None:
+        pending = b""
+        while True:
+            data = await reader.read(65536)
+            if not data:
+                return
+            now = time.monotonic()
+            pending += data
+            if not self.ready.is_set() and b"data-status" in pending:
+                self.ready.set()
+            last_end = 0
+            for match in MARKER.finditer(pending):
+                self.arrivals.setdefault(int(match.group(1)), now)
+                last_end = match.end()
+            # Keep a tail in case a marker is split across reads.
+            pending = pending[max(last_end, len(pending) - 64) :]
+
+    def close(self) -> None:
+        if self.task:
+            self.task.cancel()
+        if self.writer:
+            self.writer.close()
+
+
+def commit_progress(run_id: int, value: int) -> float:
+    """Commit a progress change as a stage does; return the moment just before COMMIT."""
+    from django.db import transaction
+
+    from pipeline import progress
+    from pipeline.models import PipelineRun
+
+    run = PipelineRun.objects.get(pk=run_id)
+    with transaction.atomic():
+        progress.report(run, prs_synced=value)
+        before_commit = time.monotonic()
+    return before_commit
+
+
+def web_connections(url: str) -> dict[str, int]:
+    with psycopg.connect(url, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT application_name, count(*) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND application_name = ANY(%s)"
+            " GROUP BY application_name",
+            [[WEB_APPLICATION_NAME, "tformance live listener"]],
+        ).fetchall()
+    return dict(rows)
+
+
+async def measure(
+    level: int, events: int, port: int, cookie: str, run_id: int, web_pid: int, url: str
+) -> dict:
+    import psutil
+
+    loop = asyncio.get_running_loop()
+    clients = [StreamClient(port, cookie) for _ in range(level)]
+    connect_started = time.monotonic()
+    for batch_start in range(0, level, 100):
+        await asyncio.gather(*(c.connect() for c in clients[batch_start : batch_start + 100]))
+    await asyncio.wait_for(asyncio.gather(*(c.ready.wait() for c in clients)), 120)
+    connect_seconds = time.monotonic() - connect_started
+    await asyncio.sleep(0.5)
+
+    latencies: list[float] = []
+    lost = 0
+    base = level * 1_000_000
+    for index in range(events):
+        value = base + index
+        committed_at = await loop.run_in_executor(None, commit_progress, run_id, value)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and any(value not in c.arrivals for c in clients):
+            await asyncio.sleep(0.002)
+        for client in clients:
+            arrived = client.arrivals.get(value)
+            if arrived is None:
+                lost += 1
+            else:
+                latencies.append((arrived - committed_at) * 1000)
+        await asyncio.sleep(0.1)
+
+    rss_mb = psutil.Process(web_pid).memory_info().rss / 2**20
+    connections = web_connections(url)
+    for client in clients:
+        client.close()
+    await asyncio.sleep(0.5)
+    return {
+        "clients": level,
+        "samples": len(latencies),
+        "lost": lost,
+        "p50": statistics.median(latencies) if latencies else float("nan"),
+        "p95": percentile(latencies, 0.95) if latencies else float("nan"),
+        "max": max(latencies) if latencies else float("nan"),
+        "rss_mb": rss_mb,
+        "connections": connections,
+        "connect_seconds": connect_seconds,
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--clients", default="1,100,1000")
+    parser.add_argument("--events", type=int, default=20)
+    parser.add_argument("--keep", action="store_true", help="keep the scratch database")
+    args = parser.parse_args()
+    levels = [int(n) for n in args.clients.split(",")]
+
+    open_files = raise_open_files_limit()
+    url = scratch_url()
+    from cryptography.fernet import Fernet
+
+    # Production-like settings (DEBUG off), shared by this process and the web process: the
+    # session cookie made here must be readable there.
+    env = {
+        **os.environ,
+        "DATABASE_URL": url,
+        "DJANGO_SETTINGS_MODULE": "settings.base",
+        "DJANGO_DEBUG": "0",
+        "SECRET_KEY": os.environ.get("SECRET_KEY") or "bench-live-" + os.urandom(16).hex(),
+        "TOKEN_ENCRYPTION_KEY": os.environ.get("TOKEN_ENCRYPTION_KEY")
+        or Fernet.generate_key().decode(),
+        "LOG_LEVEL": "WARNING",
+    }
+    os.environ.update(env)
+    sys.path.insert(0, str(BASE_DIR))
+    import django
+
+    django.setup()
+    from django.contrib.auth import get_user_model
+    from django.core.management import call_command
+    from django.test import Client
+
+    from onboarding.models import Membership, Repository, Team
+    from pipeline import transitions
+
+    call_command("migrate", verbosity=0)
+    team = Team.objects.create(name="Bench")
+    user = get_user_model().objects.create_user(username="bench", password="bench-" * 3)
+    Membership.objects.create(team=team, user=user, role=Membership.Role.ADMIN)
+    repos = [
+        Repository.objects.create(team=team, github_id=i, full_name=f"bench/r{i}") for i in range(3)
+    ]
+    run = transitions.start_pipeline(team, [r.pk for r in repos])
+    browser = Client()
+    browser.force_login(user)
+    cookie = browser.cookies["sessionid"].value
+
+    port = free_port()
+    web = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "settings.asgi:application",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--no-access-log",
+            "--log-level",
+            "warning",
+            "--lifespan",
+            "off",
+            "--backlog",
+            "4096",
+            "--timeout-graceful-shutdown",
+            "2",
+        ],
+        cwd=BASE_DIR,
+        env={**env, "PGAPPNAME": WEB_APPLICATION_NAME},
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or web.poll() is not None:
+                    raise RuntimeError("the web process did not start") from None
+                time.sleep(0.1)
+
+        print(
+            f"bench/live: one uvicorn process (pid {web.pid}), {args.events} events per level,"
+            f" all clients on one team; open-files limit {open_files}"
+        )
+        results = []
+        for level in levels:
+            result = asyncio.run(measure(level, args.events, port, cookie, run.pk, web.pid, url))
+            results.append(result)
+            listen = result["connections"].get("tformance live listener", 0)
+            other = result["connections"].get(WEB_APPLICATION_NAME, 0)
+            print(
+                f"  {level:>5} clients: p50 {result['p50']:7.1f} ms  p95 {result['p95']:7.1f} ms"
+                f"  max {result['max']:7.1f} ms  (target p95 <= {TARGET_P95_MS:.0f} ms,"
+                f" ratio {result['p95'] / TARGET_P95_MS:.2f})  lost {result['lost']}"
+                f"/{result['samples'] + result['lost']}"
+            )
+            print(
+                f"                 web RSS {result['rss_mb']:6.1f} MB;  database connections"
+                f" of the web process: {listen} LISTEN + {other} other"
+                f" (target: {TARGET_CONNECTIONS} LISTEN for all);"
+                f"  {level} streams opened in {result['connect_seconds']:.1f} s"
+            )
+        return 0
+    finally:
+        web.terminate()
+        try:
+            web.wait(15)
+        except subprocess.TimeoutExpired:
+            web.kill()
+        from django.db import connections
+
+        connections.close_all()
+        if not args.keep:
+            admin = make_conninfo(url, dbname="postgres")
+            with psycopg.connect(admin, autocommit=True) as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "{SCRATCH_DATABASE}" WITH (FORCE)')
+
+
+if __name__ == "__main__":
+    sys.exit(main())
