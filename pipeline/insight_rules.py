@@ -118,7 +118,8 @@ def ai_adoption(facts: TeamFacts) -> Draft:
     }
     headline = f"{percent(share)} of merged PRs were AI-assisted"
     detail = (
-        f"{facts.ai_prs_merged} of the {facts.prs_merged} PRs merged over {facts.weeks} weeks "
+        f"{facts.ai_prs_merged} of the {facts.prs_merged} PRs merged over {facts.weeks} "
+        f"week{'' if facts.weeks == 1 else 's'} "
         "show signs of an AI coding tool (commit trailers, bot authors, PR text or the "
         "classifier's verdict). "
     )

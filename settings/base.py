@@ -190,9 +190,14 @@ EMAIL_HOST_USER = os.environ.get("EMAIL_HOST_USER", "")
 EMAIL_HOST_PASSWORD = os.environ.get("EMAIL_HOST_PASSWORD", "")
 EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
 EMAIL_TIMEOUT = 30
-# anymail reads provider credentials from ANYMAIL_<PROVIDER>_... environment variables itself
-# (https://anymail.dev/en/stable/installation/#anymail-settings-reference).
-ANYMAIL: dict = {}
+# anymail reads its settings from this dict, not from the environment: every ANYMAIL_<NAME>
+# variable becomes ANYMAIL["<NAME>"], e.g. EMAIL_BACKEND=anymail.backends.postmark.EmailBackend
+# with ANYMAIL_POSTMARK_SERVER_TOKEN=... (https://anymail.dev/en/stable/installation/).
+ANYMAIL: dict = {
+    name.removeprefix("ANYMAIL_"): value
+    for name, value in os.environ.items()
+    if name.startswith("ANYMAIL_") and value
+}
 
 LOGGING = {
     "version": 1,

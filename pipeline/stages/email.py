@@ -1,8 +1,14 @@
-"""The completion e-mail, sent from the outbox exactly once per run."""
+"""The completion e-mail ("your insights are ready"), sent from the outbox exactly once per run.
+
+The outbox row is written in the pipeline's final hand-off transaction (``pipeline.transitions``)
+and sent by its own job (``pipeline.tasks.send_email``): a provider failure never fails the
+pipeline, it is recorded on the row for staff, who can re-send it from the admin.
+"""
 
 from __future__ import annotations
 
 import logging
+import smtplib
 
 from django.conf import settings
 from django.core.mail import EmailMultiAlternatives
@@ -10,13 +16,44 @@ from django.db import transaction
 from django.template.loader import render_to_string
 from django.utils import timezone
 
-from pipeline.models import EmailOutbox
+from onboarding.models import Repository
+from pipeline.models import AIVerdict, EmailOutbox, Insight, PipelineRun, PullRequest
 
 logger = logging.getLogger(__name__)
 
+# Insights listed under the top one in the e-mail; the dashboard has them all.
+MORE_INSIGHTS = 3
+
+
+def email_context(run: PipelineRun) -> dict:
+    """The numbers the e-mail states, all for the run's own repositories and insights."""
+    repository_ids = [int(pk) for pk in run.repository_ids]
+    repositories = list(
+        Repository.objects.filter(team_id=run.team_id, pk__in=repository_ids)
+        .order_by("full_name")
+        .values_list("full_name", flat=True)
+    )
+    prs = PullRequest.objects.filter(team_id=run.team_id, repository_id__in=repository_ids)
+    prs_analysed = prs.count()
+    ai_prs = AIVerdict.objects.filter(pull_request__in=prs, is_ai_assisted=True).count()
+    insights = list(Insight.objects.filter(run=run).order_by("position", "id")[: 1 + MORE_INSIGHTS])
+    return {
+        "team": run.team,
+        "run": run,
+        "repositories": repositories,
+        "prs_analysed": prs_analysed,
+        "ai_prs": ai_prs,
+        # A whole percentage, or None when nothing was analysed (the template says so).
+        "ai_share_percent": round(100 * ai_prs / prs_analysed) if prs_analysed else None,
+        "top_insight": insights[0] if insights else None,
+        "more_insights": insights[1:],
+        "site_url": settings.SITE_URL,
+        "dashboard_url": f"{settings.SITE_URL}/dashboard/",
+    }
+
 
 def build_message(outbox: EmailOutbox) -> EmailMultiAlternatives:
-    context = {"team": outbox.team, "run": outbox.run, "site_url": settings.SITE_URL}
+    context = email_context(outbox.run)
     subject = f"Your tformance insights for {outbox.team.name} are ready"
     text = render_to_string("emails/insights_ready.txt", context)
     html = render_to_string("emails/insights_ready.html", context)
@@ -24,7 +61,29 @@ def build_message(outbox: EmailOutbox) -> EmailMultiAlternatives:
         subject=subject, body=text, from_email=settings.DEFAULT_FROM_EMAIL, to=outbox.recipients
     )
     message.attach_alternative(html, "text/html")
+    # Read by anymail's provider backends (tagging and metadata in the provider's dashboard);
+    # Django's own backends ignore them.
+    message.tags = ["insights-ready"]
+    message.metadata = {"team_id": str(outbox.team_id), "run_id": str(outbox.run_id)}
     return message
+
+
+def describe_error(exc: BaseException) -> str:
+    """The provider's own words for staff: SMTP reply codes and texts rather than byte reprs.
+    (Provider replies carry no credentials; the exception never includes our password.)"""
+    name = exc.__class__.__name__
+    if isinstance(exc, smtplib.SMTPRecipientsRefused):
+        refused = "; ".join(
+            f"{address}: {code} {_text(reply)}" for address, (code, reply) in exc.recipients.items()
+        )
+        return f"{name}: {refused}"
+    if isinstance(exc, smtplib.SMTPResponseException):
+        return f"{name}: {exc.smtp_code} {_text(exc.smtp_error)}"
+    return f"{name}: {exc}"
+
+
+def _text(reply: bytes | str) -> str:
+    return reply.decode(errors="replace") if isinstance(reply, bytes) else str(reply)
 
 
 def send_outbox(outbox_id: int, *, final_attempt: bool) -> None:
@@ -50,7 +109,7 @@ def send_outbox(outbox_id: int, *, final_attempt: bool) -> None:
             build_message(outbox).send()
         except Exception as exc:
             logger.warning("e-mail for run %s failed: %s", outbox.run_id, exc.__class__.__name__)
-            outbox.error = f"{exc.__class__.__name__}: {exc}"[:1000]
+            outbox.error = describe_error(exc)[:1000]
             outbox.status = (
                 EmailOutbox.Status.FAILED if final_attempt else EmailOutbox.Status.PENDING
             )
