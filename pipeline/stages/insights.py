@@ -2,9 +2,10 @@
 in PostgreSQL (one row each, never the PRs themselves), runs the rules of
 ``pipeline.insight_rules`` and stores their insights for the run.
 
-The facts cover the same PRs as the metrics stage: the run's repositories. Re-running the stage
-replaces the run's insights in one transaction (readers never see half a set); insights of
-earlier runs stay as history, so readers pick the latest run's.
+The facts cover the same PRs as the metrics stage: the run's repositories. Like the weekly rows,
+the insights describe the team's latest run: computing them replaces the team's previous
+insights (of this run or an earlier one) in one transaction, so readers never see half a set
+or two runs' insights side by side. Each insight keeps its run for reference.
 """
 
 from __future__ import annotations
@@ -132,7 +133,7 @@ def run(run: PipelineRun) -> dict:
     facts = gather_facts(run.team_id, [int(pk) for pk in run.repository_ids])
     drafts = insight_rules.build_insights(facts)
     with transaction.atomic():
-        Insight.objects.filter(team_id=run.team_id, run=run).delete()
+        Insight.objects.filter(team_id=run.team_id).delete()
         Insight.objects.bulk_create(
             Insight(
                 team_id=run.team_id,

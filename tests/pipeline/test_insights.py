@@ -7,6 +7,7 @@ import datetime
 
 import pytest
 
+from onboarding.models import Team
 from pipeline.models import Insight
 from pipeline.stages import insights, metrics
 from tests.pipeline.prs import make_pr, make_run
@@ -191,17 +192,24 @@ def test_small_samples_are_called_too_small_instead_of_compared(team, repositori
     assert kinds[:2] == ["ai_adoption", "top_tools"]
 
 
-def test_rerunning_replaces_the_runs_insights_and_keeps_other_runs(eight_weeks, team):
+def test_recomputing_replaces_the_teams_insights_including_earlier_runs(
+    eight_weeks, team, repositories
+):
+    other_team_run = make_run(Team.objects.create(name="Other"), [])
+    kept = Insight.objects.create(
+        team=other_team_run.team, run=other_team_run, kind="k", headline="h", detail="d"
+    )
     earlier = Insight.objects.create(team=team, run=None, kind="old", headline="h", detail="d")
     analyse(eight_weeks)
     first_ids = set(Insight.objects.filter(run=eight_weeks).values_list("id", flat=True))
 
     insights.run(eight_weeks)
 
-    again = Insight.objects.filter(run=eight_weeks)
-    assert again.count() == 5
-    assert not first_ids & set(again.values_list("id", flat=True))
-    assert Insight.objects.filter(pk=earlier.pk).exists()
+    assert Insight.objects.filter(team=team).count() == 5
+    again = set(Insight.objects.filter(run=eight_weeks).values_list("id", flat=True))
+    assert len(again) == 5 and not first_ids & again
+    assert not Insight.objects.filter(pk=earlier.pk).exists()
+    assert Insight.objects.filter(pk=kept.pk).exists()
 
 
 def test_a_team_without_prs_gets_one_honest_insight(team, repositories):
