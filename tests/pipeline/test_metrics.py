@@ -20,6 +20,7 @@ from __future__ import annotations
 import datetime
 
 import pytest
+from django.db import connection
 
 from onboarding.models import Repository, Team
 from pipeline.models import AIVerdict, PullRequest, WeeklyMetric
@@ -261,3 +262,18 @@ def test_another_teams_rows_are_left_alone(team, history):
     metrics.run(history)
 
     assert WeeklyMetric.objects.get(team=other, week_start=W1).prs_opened == 42
+
+
+def test_weeks_are_utc_whatever_the_database_sessions_time_zone(team, history):
+    # A connection with another TimeZone (a psql session, a pooled connection set up elsewhere)
+    # must not move Sunday-night or Monday-midnight PRs into other weeks.
+    with connection.cursor() as cursor:
+        cursor.execute("SET TIME ZONE 'Pacific/Auckland'")
+    try:
+        metrics.run(history)
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("SET TIME ZONE 'UTC'")
+
+    assert row(team, W1).prs_opened == 6
+    assert row(team, W3).prs_opened == 1
