@@ -80,9 +80,21 @@ class Hit:
     tool: str
     marker: str
     evidence: str
+    # "authoring": the tool wrote (part of) the change; "review": an AI reviewed it. Only
+    # authoring hits make a PR AI-assisted; review hits are kept as evidence and tools.
+    kind: str = "authoring"
 
     def as_json(self) -> dict[str, str]:
-        return {"tool": self.tool, "marker": self.marker, "evidence": self.evidence}
+        return {
+            "tool": self.tool,
+            "marker": self.marker,
+            "evidence": self.evidence,
+            "kind": self.kind,
+        }
+
+
+AUTHORING = "authoring"
+REVIEW = "review"
 
 
 # --- The catalogue ---------------------------------------------------------------------------
@@ -279,8 +291,10 @@ def detect(pr: PRText) -> list[Hit]:
         add([Hit(AUTHOR_BOTS[bot], "PR author bot", pr.author_login)])
     branch = pr.head_branch.strip().lower()
     disclaimed = bool(NO_AI_DISCLOSURE.search(CODE_SPANS.sub(" ", pr.body)))
+    own_names = _person_names(pr)
     for prefix, tool in BRANCH_PREFIXES.items():
-        if branch.startswith(prefix) and not disclaimed:
+        # "devin/checkout-fix" by Devin Okafor is the person's own branch convention.
+        if branch.startswith(prefix) and not disclaimed and prefix[:-1] not in own_names:
             add([Hit(tool, f"branch prefix {prefix}", pr.head_branch)])
     add(_text_hits(pr.title, "PR title"))
     add(_text_hits(pr.body, "PR body"))
@@ -289,8 +303,27 @@ def detect(pr: PRText) -> list[Hit]:
     for review in pr.reviews:
         bot = _bot_login(review.reviewer_login, review.reviewer_is_bot)
         if bot and bot in REVIEWER_BOTS:
-            add([Hit(REVIEWER_BOTS[bot], "reviewer bot", review.reviewer_login)])
+            evidence = f"reviewed by {review.reviewer_login}"
+            add([Hit(REVIEWER_BOTS[bot], "reviewer bot", evidence, kind=REVIEW)])
     return found
+
+
+def _person_names(pr: PRText) -> set[str]:
+    """First words of the human author's login and of the commit authors' names, lower case."""
+    names: set[str] = set()
+    if pr.author_login and not _bot_login(pr.author_login, pr.author_is_bot):
+        names.add(re.split(r"[-_.]", pr.author_login.strip().lower())[0])
+    for commit in pr.commits:
+        words = commit.author_name.strip().lower().split()
+        by_tool = commit.author_login.lower().endswith("[bot]") or _email_tool(commit.author_email)
+        if words and not by_tool:
+            names.add(words[0])
+    return names
+
+
+def settles(hits: Iterable[Hit]) -> bool:
+    """True when the hits prove AI authorship (an AI review alone does not)."""
+    return any(hit.kind == AUTHORING for hit in hits)
 
 
 def tools_of(hits: Iterable[Hit]) -> list[str]:

@@ -5,9 +5,12 @@
    skipping those whose (content hash, prompt version) already has an answer, so a retried
    stage does not pay twice.
 
-Final verdict: a signature hit wins; otherwise the LLM's verdict when its confidence reaches
-``LLM_CONFIDENCE_THRESHOLD``; otherwise not assisted. Re-running updates the one verdict row
-per PR, never adds another. Without an LLM configured the stage completes on signatures alone
+Final verdict: a signature hit of authorship wins; otherwise the LLM's verdict when its
+confidence reaches ``LLM_CONFIDENCE_THRESHOLD``; otherwise not assisted. An AI *review*
+(CodeRabbit, Copilot's reviewer, Gemini Code Assist) is kept as evidence and among the tools,
+but alone does not make a PR AI-assisted: the question is who wrote the change, and review bots
+on every PR would otherwise make every PR "AI". Re-running updates the one verdict row per PR,
+never adds another. Without an LLM configured the stage completes on signatures alone
 and ``run.summary["llm"]["configured"]`` says so.
 """
 
@@ -32,7 +35,14 @@ from pipeline.models import (
     PullRequestReview,
 )
 from pipeline.progress import report
-from pipeline.signatures import CATALOGUE_VERSION, PRText, detect, pr_text_from_model
+from pipeline.signatures import (
+    AUTHORING,
+    CATALOGUE_VERSION,
+    PRText,
+    detect,
+    pr_text_from_model,
+    settles,
+)
 
 BATCH_SIZE = 500
 # Write LLM answers and progress at least this often while calls are in flight.
@@ -61,19 +71,30 @@ def apply_final_verdict(verdict: AIVerdict, *, use_llm: bool) -> None:
         and verdict.llm_prompt_version == llm.PROMPT_VERSION
         and (verdict.llm_confidence or 0) >= threshold
     )
-    if verdict.signature_hits:
+    hits = verdict.signature_hits or []
+    authored_by = {h["tool"] for h in hits if h.get("kind", AUTHORING) == AUTHORING}
+    reviewed_by = {h["tool"] for h in hits} - authored_by
+    if authored_by:
         verdict.is_ai_assisted = True
         verdict.source = AIVerdict.Source.SIGNATURE
-        named = {hit["tool"] for hit in verdict.signature_hits}
-        verdict.tools = [t for t in llm.TOOL_CHOICES if t in named]
+        verdict.tools = _ordered(authored_by) + _ordered(reviewed_by)
     elif llm_counts:
         verdict.is_ai_assisted = bool(verdict.llm_assisted)
         verdict.source = AIVerdict.Source.LLM
-        verdict.tools = list(verdict.llm_tools) if verdict.llm_assisted else []
+        verdict.tools = (
+            _ordered(set(verdict.llm_tools) - reviewed_by) + _ordered(reviewed_by)
+            if verdict.llm_assisted
+            else []
+        )
     else:
         verdict.is_ai_assisted = False
         verdict.source = AIVerdict.Source.NONE
         verdict.tools = []
+
+
+def _ordered(tools: set[str]) -> list[str]:
+    """Tools in catalogue order (stable across runs, so re-runs rewrite identical rows)."""
+    return [tool for tool in llm.TOOL_CHOICES if tool in tools]
 
 
 @dataclass
@@ -140,7 +161,7 @@ def run(run: PipelineRun) -> dict:
             unique_fields=["pull_request"],
             update_fields=SIGNATURE_FIELDS + FINAL_FIELDS,
         )
-        signature_assisted += sum(1 for row in rows if row.signature_hits)
+        signature_assisted += sum(1 for row in rows if row.source == AIVerdict.Source.SIGNATURE)
         candidates.extend(unsettled[: max(0, limit - len(candidates))])
         done = min(start + BATCH_SIZE, total)
         report(run, prs_analysed=done - len(candidates), llm_to_classify=len(candidates))
@@ -188,7 +209,7 @@ def _signature_verdicts(
             "reviews",
             queryset=PullRequestReview.objects.only(
                 "pull_request_id", "reviewer_login", "reviewer_is_bot"
-            ),
+            ).order_by("submitted_at", "pk"),  # a stable order keeps the content hash stable
         ),
     )
     by_id = {pr.pk: pr for pr in batch}
@@ -215,7 +236,7 @@ def _signature_verdicts(
                 setattr(verdict, name, getattr(previous, name))
         apply_final_verdict(verdict, use_llm=use_llm)
         rows.append(verdict)
-        if not hits:
+        if not settles(hits):  # an AI review alone leaves authorship to the LLM
             unsettled.append((pk, text))
     return rows, unsettled
 

@@ -14,7 +14,14 @@ from django.test import override_settings
 from django.utils import timezone
 
 from pipeline import transitions
-from pipeline.models import AIVerdict, PipelineRun, PullRequest, PullRequestCommit, StageAttempt
+from pipeline.models import (
+    AIVerdict,
+    PipelineRun,
+    PullRequest,
+    PullRequestCommit,
+    PullRequestReview,
+    StageAttempt,
+)
 from pipeline.stages import detect
 from pipeline.status import STAGE_ORDER, PipelineStatus
 from tests.conftest import wait_for
@@ -304,3 +311,37 @@ def test_progress_moves_while_the_llm_answers(team, repositories, llm_server):
     intermediate = sorted({value for value in seen if 0 < value < 32})
     assert len(intermediate) >= 2, seen  # the page saw the count climb, not jump to the end
     assert PipelineRun.objects.get(pk=run.pk).progress["prs_analysed"] == 32
+
+
+@pytest.mark.django_db
+def test_an_ai_review_alone_does_not_make_a_pr_ai_assisted(team, repositories, llm_server):
+    repo = repositories[0]
+    reviewed = make_pr(repo, 1, "Plain human change")
+    reviewed_and_agent = make_pr(repo, 2, "Agent wrote it. LLM-positive", age_days=1)
+    for pr in (reviewed, reviewed_and_agent):
+        PullRequestReview.objects.create(
+            pull_request=pr,
+            node_id=f"R{pr.number}",
+            state="COMMENTED",
+            reviewer_login="coderabbitai[bot]",
+            reviewer_is_bot=True,
+        )
+    run = make_run(team, repositories)
+
+    with llm_configured(llm_server):
+        detect.run(run)
+
+    human = verdict_of(reviewed)
+    assert not human.is_ai_assisted and human.tools == []
+    assert human.signature_hits == [
+        {
+            "tool": "CodeRabbit",
+            "marker": "reviewer bot",
+            "evidence": "reviewed by coderabbitai[bot]",
+            "kind": "review",
+        }
+    ]
+    agent = verdict_of(reviewed_and_agent)
+    assert agent.is_ai_assisted and agent.source == AIVerdict.Source.LLM
+    assert agent.tools == ["Cursor", "CodeRabbit"]
+    assert len(llm_server.completions()) == 2  # the review did not settle either PR

@@ -14,6 +14,7 @@ from pipeline.signatures import (
     ReviewText,
     detect,
     pr_text_from_model,
+    settles,
     tools_of,
 )
 
@@ -216,6 +217,8 @@ def test_marker_is_detected_with_its_tool_and_evidence(pr, tool, marker):
     assert [h.tool for h in hits] == [tool]
     assert marker in hits[0].marker
     assert hits[0].evidence  # the user can read why
+    # An AI reviewer is evidence of AI review, not of AI authorship.
+    assert settles(hits) is (marker != "reviewer bot")
 
 
 def test_every_catalogue_tool_has_a_positive_case():
@@ -301,6 +304,71 @@ def test_a_no_ai_disclosure_outweighs_a_branch_name_but_not_a_tools_own_marker()
     assert detect(human) == []
     assert tools_of(detect(unchecked)) == ["Cursor"]
     assert [h.marker for h in detect(contradicted)] == ["co-author trailer"]
+
+
+def test_a_persons_own_name_as_branch_prefix_is_not_a_marker():
+    person = PRText(
+        author_login="devin-okafor",
+        head_branch="devin/checkout-form-validation",
+        commits=(commit(author_name="Devin Okafor", author_email="devin.okafor@example.com"),),
+    )
+    agent = PRText(
+        author_login="devin-ai-integration[bot]",
+        head_branch="devin/1718000000-add-cache",
+        commits=(
+            commit(
+                author_name="Devin AI",
+                author_email="158243242+devin-ai-integration[bot]@users.noreply.github.com",
+            ),
+        ),
+    )
+
+    assert detect(person) == []
+    assert {h.marker for h in detect(agent)} == {
+        "PR author bot",
+        "branch prefix devin/",
+        "commit author e-mail",
+    }
+
+
+def test_catalogue_agrees_with_the_demo_organisations_ground_truth():
+    """Every AI PR of the bundled demo organisation is attributed to exactly its tool, and no
+    human, dependabot or trap PR has an authoring hit."""
+    from onboarding.demo_github.dataset import build_dataset
+
+    tool_of_kind = {
+        "claude_code": "Claude Code",
+        "cursor": "Cursor",
+        "copilot": "Copilot",
+        "codex": "Codex",
+        "devin": "Devin",
+        "aider": "Aider",
+        "jules": "Jules",
+        "amp": "Amp",
+    }
+    wrong = []
+    kinds = set()
+    for pr in build_dataset().pull_requests:
+        text = PRText(
+            title=pr.title,
+            body=pr.body,
+            author_login=pr.author.rest_login,
+            author_is_bot=pr.author.is_bot,
+            head_branch=pr.head_ref,
+            commits=tuple(
+                CommitText(c.message, c.author_name, c.author_email, c.author_login or "")
+                for c in pr.commits
+            ),
+            reviews=tuple(ReviewText(r.author.rest_login, r.author.is_bot) for r in pr.reviews),
+        )
+        authored = tools_of(h for h in detect(text) if h.kind == "authoring")
+        expected = [tool_of_kind[pr.ai_tool]] if pr.ai_tool else []
+        kinds.add(pr.kind)
+        if authored != expected:
+            wrong.append((pr.repository.name, pr.number, pr.kind, authored))
+
+    assert {"trap_claude_person", "trap_devin_person", "trap_cursor_word"} <= kinds
+    assert wrong == []
 
 
 def test_several_tools_and_repeated_markers_are_reported_once_each():
