@@ -120,6 +120,14 @@ class LLMTally:
                 "message": "No LLM is configured: AI detection used signatures only.",
             }
         this_attempt = self.prompt_tokens + self.completion_tokens
+        failed_total = sum(self.failed.values())
+        message = ""
+        if failed_total:
+            cause = f" ({self.last_error})" if self.last_error else ""
+            message = (
+                f"The LLM could not classify {failed_total} of {self.candidates} PRs{cause}; "
+                "signatures alone judged them."
+            )
         return {
             "configured": True,
             "model": self.model,
@@ -129,12 +137,13 @@ class LLMTally:
             "sent": self.sent,
             "classified": self.classified,
             "failed": dict(self.failed),
-            "failed_total": sum(self.failed.values()),
+            "failed_total": failed_total,
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
             # Tokens the whole run paid for, including attempts before a retry.
             "total_tokens": self.earlier_attempts_tokens + this_attempt,
             "last_error": self.last_error,
+            "message": message,
         }
 
 

@@ -139,6 +139,7 @@ def test_llm_settles_what_signatures_did_not(team, repositories, mixed_prs, llm_
     run.refresh_from_db()
     llm_summary = run.summary["llm"]
     assert llm_summary["configured"] is True and llm_summary["classified"] == 3
+    assert llm_summary["message"] == ""
     assert (
         llm_summary["total_tokens"]
         == llm_summary["prompt_tokens"] + llm_summary["completion_tokens"]
@@ -207,6 +208,7 @@ def test_llm_failures_fall_back_to_signatures_and_are_counted(team, repositories
         "server_error": 1,
     }
     assert counts["llm_failed"] == 4
+    assert run.summary["llm"]["message"].startswith("The LLM could not classify 4 of 5 PRs")
     # Failed answers are not cached: the next attempt asks again.
     with llm_configured(llm_server, LLM_TIMEOUT_SECONDS=0.5, LLM_MAX_RETRIES=0):
         detect.run(run)
