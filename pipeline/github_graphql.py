@@ -6,7 +6,8 @@ tests/pipeline/test_graphql_documents.py validates each against GitHub's publish
 Cost: GitHub charges one point per 100 connection requests, counting nested connections once per
 parent node (https://docs.github.com/en/graphql/overview/rate-limits-and-query-limits-for-the-graphql-api).
 A page of 100 PRs with nested commits, reviews and labels is 1 + 3 x 100 requests: about 3
-points, whatever the nested ``first`` is. So one request carries a PR's whole story.
+points, whatever the nested ``first`` is. So one request carries a PR's whole story; the rare PR
+with more than 50 commits or reviews gets follow-up requests for the rest.
 """
 
 from __future__ import annotations
@@ -16,9 +17,10 @@ import logging
 import time
 from dataclasses import dataclass, field
 
+from django.conf import settings
 from github.Requester import Requester
 
-from onboarding.github import GitHubError, map_exception
+from onboarding.github import GitHubError, map_exception, rate_limit_error
 
 logger = logging.getLogger(__name__)
 
@@ -59,13 +61,17 @@ query PullRequestsPage($owner: String!, $name: String!, $first: Int!, $after: St
           __typename
           login
         }
-        labels(first: 30) {
+        labels(first: 20) {
           nodes {
             name
           }
         }
-        commits(first: 100) {
+        commits(first: 50) {
           totalCount
+          pageInfo {
+            hasNextPage
+            endCursor
+          }
           nodes {
             commit {
               oid
@@ -81,8 +87,12 @@ query PullRequestsPage($owner: String!, $name: String!, $first: Int!, $after: St
             }
           }
         }
-        reviews(first: 100) {
+        reviews(first: 50) {
           totalCount
+          pageInfo {
+            hasNextPage
+            endCursor
+          }
           nodes {
             id
             state
@@ -98,6 +108,82 @@ query PullRequestsPage($owner: String!, $name: String!, $first: Int!, $after: St
   }
 }
 """
+
+# The rest of a PR's commits when it has more than the page above carries (rare: long-lived
+# branches). Same node shape as the nested commits, so one parser reads both.
+PULL_REQUEST_COMMITS_QUERY = """
+query PullRequestCommitsPage(
+  $owner: String!, $name: String!, $number: Int!, $first: Int!, $after: String
+) {
+  rateLimit {
+    cost
+    remaining
+    resetAt
+  }
+  repository(owner: $owner, name: $name) {
+    pullRequest(number: $number) {
+      commits(first: $first, after: $after) {
+        totalCount
+        pageInfo {
+          hasNextPage
+          endCursor
+        }
+        nodes {
+          commit {
+            oid
+            message
+            authoredDate
+            author {
+              name
+              email
+              user {
+                login
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+}
+"""
+
+PULL_REQUEST_REVIEWS_QUERY = """
+query PullRequestReviewsPage(
+  $owner: String!, $name: String!, $number: Int!, $first: Int!, $after: String
+) {
+  rateLimit {
+    cost
+    remaining
+    resetAt
+  }
+  repository(owner: $owner, name: $name) {
+    pullRequest(number: $number) {
+      reviews(first: $first, after: $after) {
+        totalCount
+        pageInfo {
+          hasNextPage
+          endCursor
+        }
+        nodes {
+          id
+          state
+          submittedAt
+          author {
+            __typename
+            login
+          }
+        }
+      }
+    }
+  }
+}
+"""
+
+NESTED_QUERIES = {
+    "commits": PULL_REQUEST_COMMITS_QUERY,
+    "reviews": PULL_REQUEST_REVIEWS_QUERY,
+}
 
 
 def parse_datetime(value: str | None) -> datetime.datetime | None:
@@ -137,7 +223,8 @@ class RateBudget:
 @dataclass
 class PageSize:
     """Adaptive page size: halve on a timeout/502/504 (a big page is what GitHub fails to build
-    in time), double back after a few healthy pages."""
+    in time), double back after a run of healthy pages. Each shrink doubles the run needed
+    before the next growth, so a size that keeps failing is probed less and less often."""
 
     current: int = MAX_PAGE_SIZE
     healthy_streak: int = 0
@@ -147,6 +234,8 @@ class PageSize:
     def shrink(self) -> None:
         self.current = max(MIN_PAGE_SIZE, self.current // 2)
         self.healthy_streak = 0
+        if self.shrinks:
+            self.grow_after *= 2
         self.shrinks += 1
 
     def healthy(self) -> None:
@@ -178,8 +267,9 @@ class PullRequestPager:
     retrying what a short wait can fix and raising GitHubError for the rest.
 
     Retried in-process, a few times: 502/503/504 and timeouts (with a smaller page), secondary
-    rate limits (after their retry-after). Raised at once: bad credentials, not found, the
-    primary rate limit (the caller reschedules instead of sleeping for an hour).
+    rate limits (after their retry-after). Raised at once: bad credentials, not found, and the
+    primary rate limit, including "the budget cannot pay for the next request" (the caller
+    reschedules instead of sleeping for an hour).
     """
 
     def __init__(
@@ -190,6 +280,7 @@ class PullRequestPager:
         page_size: PageSize | None = None,
         max_attempts: int = 5,
         max_wait_seconds: float = 60.0,
+        retry_base_seconds: float | None = None,
         sleep=time.sleep,
     ) -> None:
         self.requester = requester
@@ -197,56 +288,20 @@ class PullRequestPager:
         self.page_size = page_size or PageSize()
         self.max_attempts = max_attempts
         self.max_wait_seconds = max_wait_seconds
+        if retry_base_seconds is None:
+            retry_base_seconds = float(getattr(settings, "GITHUB_RETRY_BASE_SECONDS", 0.25))
+        self.retry_base_seconds = retry_base_seconds
         self.sleep = sleep
         self.stats = FetchStats()
 
     def fetch(self, owner: str, name: str, after: str | None) -> Page:
-        last_error: GitHubError | None = None
-        for attempt in range(1, self.max_attempts + 1):
-            first = self.page_size.current
-            variables = {"owner": owner, "name": name, "first": first, "after": after}
-            self.stats.requests += 1
-            try:
-                headers, data = self.requester.graphql_query(PULL_REQUESTS_QUERY, variables)
-            except Exception as exc:
-                self.stats.failed_requests += 1
-                error = map_exception(exc)
-                if error.kind in (GitHubError.SERVER, GitHubError.TIMEOUT):
-                    if error.status in (None, 502, 504):
-                        self.page_size.shrink()
-                    wait = min(self.max_wait_seconds, 0.25 * 2 ** (attempt - 1))
-                elif error.kind == GitHubError.SECONDARY_LIMIT:
-                    wait = min(self.max_wait_seconds, error.retry_after or 60.0)
-                elif error.kind == GitHubError.UNREACHABLE:
-                    wait = min(self.max_wait_seconds, 0.5 * 2 ** (attempt - 1))
-                else:
-                    raise error from None
-                last_error = error
-                logger.info(
-                    "GitHub GraphQL %s for %s/%s (attempt %s); retrying in %.1fs with first=%s",
-                    error.kind,
-                    owner,
-                    name,
-                    attempt,
-                    wait,
-                    self.page_size.current,
-                )
-                if attempt < self.max_attempts:
-                    self.stats.waited_seconds += wait
-                    self.sleep(wait)
-                continue
-            return self._page(data, headers, first)
-        assert last_error is not None
-        raise last_error
-
-    def _page(self, data: dict, headers: dict, first: int) -> Page:
-        body = data.get("data") or {}
-        self.budget.record(body.get("rateLimit"), first)
-        repository = body.get("repository")
+        """One page of the repository's PRs, after ``after``."""
+        variables = {"owner": owner, "name": name, "after": after}
+        data, first = self._query(PULL_REQUESTS_QUERY, variables, f"{owner}/{name}")
+        repository = data.get("repository")
         if repository is None:
             raise GitHubError(GitHubError.NOT_FOUND, "Not found on GitHub.", status=404)
         connection = repository["pullRequests"]
-        self.page_size.healthy()
         self.stats.pages += 1
         self.stats.page_sizes.append(first)
         return Page(
@@ -255,3 +310,78 @@ class PullRequestPager:
             end_cursor=connection["pageInfo"].get("endCursor"),
             repository_id=repository.get("databaseId"),
         )
+
+    def complete_nested(self, owner: str, name: str, node: dict) -> None:
+        """Fetch the rest of ``node``'s commits and reviews when the page carried only the
+        first ones, appending them to the node in place."""
+        for key, document in NESTED_QUERIES.items():
+            nested = node.get(key) or {}
+            info = nested.get("pageInfo") or {}
+            while info.get("hasNextPage"):
+                variables = {
+                    "owner": owner,
+                    "name": name,
+                    "number": node["number"],
+                    "after": info.get("endCursor"),
+                }
+                data, _ = self._query(document, variables, f"{owner}/{name}#{node['number']}")
+                pull_request = (data.get("repository") or {}).get("pullRequest")
+                if pull_request is None:
+                    raise GitHubError(GitHubError.NOT_FOUND, "Not found on GitHub.", status=404)
+                more = pull_request[key]
+                nested.setdefault("nodes", []).extend(more.get("nodes") or [])
+                info = more.get("pageInfo") or {}
+            nested["pageInfo"] = info
+
+    def _query(self, document: str, variables: dict, label: str) -> tuple[dict, int]:
+        """Send ``document`` with ``first`` set to the current page size; returns (data, first)."""
+        last_error: GitHubError | None = None
+        for attempt in range(1, self.max_attempts + 1):
+            first = self.page_size.current
+            if not self.budget.allows(first):
+                raise rate_limit_error(self.budget.reset_at)
+            self.stats.requests += 1
+            try:
+                _headers, body = self.requester.graphql_query(
+                    document, {**variables, "first": first}
+                )
+            except Exception as exc:
+                self.stats.failed_requests += 1
+                error = map_exception(exc)
+                wait = self._wait_before_retry(error, attempt)
+                if wait is None:
+                    raise error from None
+                last_error = error
+                logger.info(
+                    "GitHub GraphQL %s for %s (attempt %s); retrying in %.1fs with first=%s",
+                    error.kind,
+                    label,
+                    attempt,
+                    wait,
+                    self.page_size.current,
+                )
+                if attempt < self.max_attempts:
+                    self.stats.waited_seconds += wait
+                    self.sleep(wait)
+                continue
+            data = body.get("data") or {}
+            self.budget.record(data.get("rateLimit"), first)
+            self.page_size.healthy()
+            return data, first
+        assert last_error is not None
+        raise last_error
+
+    def _wait_before_retry(self, error: GitHubError, attempt: int) -> float | None:
+        """Seconds to wait before trying ``error``'s request again; None for what waiting
+        cannot fix."""
+        if error.kind in (GitHubError.SERVER, GitHubError.TIMEOUT):
+            # 502/504 and timeouts are GitHub failing to build a big answer in time: ask for
+            # less. A 503 is an outage, not our page size.
+            if error.status in (None, 502, 504):
+                self.page_size.shrink()
+            return min(self.max_wait_seconds, self.retry_base_seconds * 2 ** (attempt - 1))
+        if error.kind == GitHubError.SECONDARY_LIMIT:
+            return min(self.max_wait_seconds, error.retry_after or 60.0)
+        if error.kind == GitHubError.UNREACHABLE:
+            return min(self.max_wait_seconds, 2 * self.retry_base_seconds * 2 ** (attempt - 1))
+        return None

@@ -183,12 +183,12 @@ def _sync_repository(
     cursor: str | None = None
     report(run, current_repository=repository.full_name)
     while True:
-        if not pager.budget.allows(pager.page_size.current):
-            raise _reschedule(pager.budget.reset_at)
         page = pager.fetch(owner, name, cursor)
         in_window = [
             node for node in page.nodes if (parse_datetime(node["updatedAt"]) or since) >= since
         ]
+        for node in in_window:
+            pager.complete_nested(owner, name, node)
         synced += save_page(run, repository, in_window)
         report(run, prs_synced=before + synced)
         if len(in_window) < len(page.nodes) or not page.has_next_page:
