@@ -184,9 +184,11 @@ def run(run: PipelineRun) -> dict:
             run, config, candidates, tally, analysed_before=total - len(candidates)
         )
     _write_llm_summary(run, tally)
-    report(run, prs_analysed=total, llm_classified=tally.classified + tally.cached)
+    # llm_classified counts PRs the LLM step is done with (answered, cached or fallen back);
+    # the summary says how many fell back.
+    report(run, prs_analysed=total, llm_classified=len(candidates))
 
-    verdicts = AIVerdict.objects.filter(pull_request_id__in=ordered_ids)
+    verdicts = AIVerdict.objects.filter(pull_request__in=prs)
     return {
         "prs": total,
         "ai_assisted": verdicts.filter(is_ai_assisted=True).count(),
