@@ -40,7 +40,7 @@ class LoggedRequest:
     status: int
     resource: str  # "core", "graphql" or "demo"
     graphql_cost: int = 0
-    graphql_first: int = 0  # the largest ``first:`` in the query (page size)
+    graphql_first: int = 0  # page size: the outermost connection's ``first``/``last``
     at: float = field(default_factory=time.time)
 
 

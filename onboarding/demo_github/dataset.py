@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from onboarding.demo_github import cast
-from onboarding.demo_github.markers import AI_TOOL_OF_KIND, KIND_SHARES, build_style
+from onboarding.demo_github.markers import AI_TOOL_OF_KIND, KIND_SHARES, KIND_VARIANTS, build_style
 
 DEFAULT_SEED = 20_261_123
 DEFAULT_PR_COUNT = 2000
@@ -157,10 +157,11 @@ def _slugify(text: str) -> str:
 
 
 def _kinds(rng: random.Random, count: int) -> list[str]:
-    """Exact counts per kind (at least one of each when the dataset has room), shuffled."""
+    """Exact counts per kind (every variant of each when the dataset has room), shuffled."""
     kinds: list[str] = []
+    roomy = count >= 3 * len(KIND_SHARES)
     for kind, share in KIND_SHARES.items():
-        kinds += [kind] * max(1 if count >= 3 * len(KIND_SHARES) else 0, round(share * count))
+        kinds += [kind] * max(KIND_VARIANTS.get(kind, 1) if roomy else 0, round(share * count))
     kinds = kinds[:count]
     kinds += ["human"] * (count - len(kinds))
     rng.shuffle(kinds)
@@ -242,9 +243,11 @@ def build_dataset(
     weights = [activity for _, _, activity in cast.HUMANS]
     repo_weights = [share for *_, share, _ in cast.REPOSITORIES]
     drafts: dict[str, list[PullRequest]] = {repo.name: [] for repo in repositories}
+    occurrences: dict[str, int] = {}
     for kind in _kinds(rng, pr_count):
         repo = rng.choices(repositories, repo_weights)[0]
-        pr = _pull_request(rng, dataset, repo, kind, humans, weights, days)
+        occurrence = occurrences[kind] = occurrences.get(kind, -1) + 1
+        pr = _pull_request(rng, dataset, repo, kind, humans, weights, days, occurrence)
         drafts[repo.name].append(pr)
 
     database_id = 1_800_000_000
@@ -280,6 +283,7 @@ def _pull_request(
     humans: list[Account],
     weights: list[float],
     days: int,
+    occurrence: int,
 ) -> PullRequest:
     now = dataset.now
     human = rng.choices(humans, weights)[0]
@@ -294,6 +298,7 @@ def _pull_request(
         people=dataset.people,
         slug=_slugify(subject),
         created_ts=int(created.timestamp()),
+        occurrence=occurrence,
     )
     if kind == "dependabot":
         package, old, new = rng.choice(cast.DEPENDENCIES)
@@ -325,7 +330,9 @@ def _pull_request(
         min(additions + deletions, int(math.sqrt(additions + deletions) / 1.6) + rng.randint(0, 3)),
     )
 
-    commits = _commits(rng, repo, style, human, title, created, end, kind)
+    # About one human PR in 700 is a huge one, with more commits than one page holds.
+    huge = kind == "human" and occurrence % 700 == 350
+    commits = _commits(rng, repo, style, human, title, created, end, kind, huge)
     reviews = (
         []
         if is_draft
@@ -382,10 +389,10 @@ def _body(rng: random.Random, title: str, repo: Repository, footer: str) -> str:
     return "\n\n".join(parts)
 
 
-def _commits(rng, repo, style, human, title, created, end, kind) -> list[Commit]:
+def _commits(rng, repo, style, human, title, created, end, kind, huge) -> list[Commit]:
     count = 1 + min(int(rng.expovariate(1 / 2.2)), 40)
-    if rng.random() < 0.002:
-        count = rng.randint(101, 140)  # the rare huge PR: more commits than one page holds
+    if huge:
+        count = rng.randint(101, 140)
     if kind == "dependabot":
         count = 1
     start = created - timedelta(hours=rng.uniform(0.2, 30))

@@ -63,7 +63,7 @@ class ParsedQuery:
     document: DocumentNode | None
     errors: list[dict[str, Any]]
     cost: int = 1
-    largest_first: int = 0
+    largest_first: int = 0  # page size: the largest first/last of an outermost connection
 
 
 def parse_query(query: str, variables: dict[str, Any] | None) -> ParsedQuery:
@@ -80,7 +80,11 @@ def parse_query(query: str, variables: dict[str, Any] | None) -> ParsedQuery:
 
 
 def _connection_requests(document: DocumentNode, variables: dict[str, Any]) -> tuple[int, int]:
-    """Sum of requests each connection implies (a nested connection runs once per parent item)."""
+    """Requests the connections imply (a nested one runs once per parent item), and page size.
+
+    The page size is the largest ``first``/``last`` of an outermost connection: what a client
+    shrinks when GitHub times out, while nested sizes (commits per PR) stay put.
+    """
     fragments = {
         d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)
     }
@@ -104,7 +108,8 @@ def _connection_requests(document: DocumentNode, variables: dict[str, Any]) -> t
                         size = value if isinstance(value, int) else None
                 if size is not None:
                     total += multiplier
-                    largest = max(largest, size)
+                    if multiplier == 1:  # an outermost connection: its size is the page size
+                        largest = max(largest, size)
                     walk(selection.selection_set, multiplier * max(size, 1))
                 else:
                     walk(selection.selection_set, multiplier)
@@ -305,6 +310,9 @@ FIELDS: dict[tuple[str, str], Callable[..., Any]] = {
     ("Repository", "createdAt"): lambda r, _i, **_: iso(r.created_at),
     ("Repository", "pushedAt"): lambda r, _i, **_: iso(r.pushed_at),
     ("Repository", "pullRequests"): _pull_requests,
+    ("Repository", "pullRequest"): lambda r, info, number, **_: (
+        info.context.dataset.pulls_by_number.get(r.name, {}).get(number)
+    ),
     ("PullRequest", "id"): lambda pr, _i, **_: pr.node_id,
     ("PullRequest", "databaseId"): lambda pr, _i, **_: pr.database_id,
     ("PullRequest", "isDraft"): lambda pr, _i, **_: pr.is_draft,

@@ -31,6 +31,8 @@ KIND_SHARES: dict[str, float] = {
     "trap_cursor_word": 0.02,
     "trap_no_ai_disclosure": 0.02,
 }
+# Kinds with several looks, rotated by occurrence; a dataset holds at least this many of each.
+KIND_VARIANTS: dict[str, int] = {"claude_code": 3, "cursor": 3, "aider": 3}
 # The AI tool each kind really is (ground truth for tests); kinds not listed are not AI.
 AI_TOOL_OF_KIND: dict[str, str] = {
     "claude_code": "claude_code",
@@ -93,26 +95,31 @@ def build_style(
     people: dict[str, Account],
     slug: str,
     created_ts: int,
+    occurrence: int = 0,
 ) -> Style:
-    """The style of one PR of ``kind``; ``human`` is the person who asked for or wrote it."""
+    """The style of one PR of ``kind``; ``human`` is the person who asked for or wrote it.
+
+    ``occurrence`` (the how-many-th PR of this kind) rotates a kind's variants, so even a small
+    dataset holds every variant (see ``KIND_VARIANTS``).
+    """
     plain_branch = f"{rng.choice(['feature', 'fix', 'chore', human.login.split('-')[0]])}/{slug}"
     if kind == "claude_code":
         style = Style(author=human, branch=plain_branch, tool_commit_share=0.8)
-        style.trailers = [CLAUDE_FOOTER + "\n", rng.choice(CLAUDE_COAUTHORS)]
+        style.trailers = [CLAUDE_FOOTER + "\n", CLAUDE_COAUTHORS[occurrence % 3]]
         if rng.random() < 0.75:
             style.body_footer = CLAUDE_FOOTER
-        if rng.random() < 0.3:
+        if occurrence % 3 == 1:
             style.branch = f"claude/{slug}-{_hex(rng, 5)}"
         return style
     if kind == "cursor":
         style = Style(author=human, branch=plain_branch, tool_commit_share=0.7)
-        if rng.random() < 0.5:
+        if occurrence % 3 == 0:
             # Background agent: commits by the agent, co-authored by the person.
             style.branch = f"cursor/{slug}-{_hex(rng, 4)}"
             style.tool_commit_name = "Cursor Agent"
             style.tool_commit_email = "cursoragent@cursor.com"
             style.trailers = [f"Co-authored-by: {human.name} <{_noreply(human)}>"]
-        elif rng.random() < 0.5:
+        elif occurrence % 3 == 1:
             style.trailers = ["Co-authored-by: Cursor Agent <cursoragent@cursor.com>"]
         else:
             style.trailers = ["Made-with: Cursor"]
@@ -127,7 +134,7 @@ def build_style(
         return style
     if kind == "codex":
         style = Style(author=human, branch=plain_branch, tool_commit_share=0.0)
-        if rng.random() < 0.6:
+        if occurrence % 2 == 0:
             style.branch = f"codex/{slug}"
         style.body_footer = f"------\nhttps://chatgpt.com/codex/tasks/task_e_{_hex(rng, 32)}"
         return style
@@ -143,7 +150,7 @@ def build_style(
         return style
     if kind == "aider":
         style = Style(author=human, branch=plain_branch, tool_commit_share=0.8)
-        variant = rng.randrange(3)
+        variant = occurrence % 3
         if variant == 0:
             style.commit_prefix = "aider: "
         elif variant == 1:

@@ -51,7 +51,9 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, as PyGithub's requests session expects
     server: _HttpServer
     server_version = "GitHub.com"
-    sys_version = ""
+
+    def version_string(self) -> str:
+        return self.server_version
 
     def log_message(self, format: str, *args: Any) -> None:
         pass  # the request log replaces stderr noise; tokens never reach either
@@ -71,20 +73,15 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
         request_id = demo.state.next_request_id()
-        entry = LoggedRequest(method, parts.path, 0, "core")
-        try:
-            if parts.path.startswith("/_demo/"):
-                entry.resource = "demo"
-                status, payload, headers = demo.handle_control(method, parts.path, body)
-                self._send(status, payload, headers, request_id)
-                entry.status = status
-                return
-            entry.status = self._handle_api(
-                method, parts.path, parts.query, body, request_id, entry
-            )
-        finally:
-            if entry.resource != "demo":
-                demo.state.record(entry)
+        # Logged when the answer is sent (see _send_raw), so a client that has its answer can
+        # already read the entry.
+        self._entry = entry = LoggedRequest(method, parts.path, 0, "core")
+        if parts.path.startswith("/_demo/"):
+            entry.resource = "demo"
+            status, payload, headers = demo.handle_control(method, parts.path, body)
+            self._send(status, payload, headers, request_id)
+            return
+        self._handle_api(method, parts.path, parts.query, body, request_id, entry)
 
     def _handle_api(
         self, method: str, path: str, query: str, body: bytes, request_id: str, entry: LoggedRequest
@@ -249,6 +246,9 @@ class _Handler(BaseHTTPRequestHandler):
         headers: dict[str, str],
         request_id: str,
     ) -> int:
+        self._entry.status = status
+        if self._entry.resource != "demo":
+            self.server.demo.state.record(self._entry)
         self.send_response(status)
         if content_type:
             self.send_header("Content-Type", content_type)
@@ -377,7 +377,8 @@ class DemoGitHubServer:
         self.state.configure(latency=seconds)
 
     def timeout_on_large_pages(self, max_first: int = 50, status: int = 502) -> None:
-        """GraphQL queries with a ``first``/``last`` above ``max_first`` time out (0: off)."""
+        """GraphQL queries whose page (outermost ``first``/``last``) exceeds ``max_first`` time
+        out with ``status`` (0: off), as big GitHub queries do; nested sizes do not count."""
         self.state.configure(large_page_limit=max_first, large_page_status=status)
 
     def unauthorized(self, enabled: bool = True) -> None:

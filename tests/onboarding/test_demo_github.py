@@ -1,0 +1,578 @@
+"""The bundled demo GitHub, seen by clients: unmodified PyGithub over real HTTP on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from datetime import UTC, datetime
+from pathlib import Path
+
+import github
+import pytest
+
+from onboarding.demo_github.dataset import build_dataset
+from onboarding.demo_github.schema import load_schema
+from onboarding.demo_github.server import DemoGitHubServer
+
+BASE_DIR = Path(__file__).resolve().parents[2]
+ORG = "tformance-demo"
+PR_PAGE = """
+query PullRequestPage($owner: String!, $name: String!, $first: Int!, $after: String) {
+  rateLimit { cost remaining resetAt limit used }
+  repository(owner: $owner, name: $name) {
+    pullRequests(first: $first, after: $after, orderBy: {field: UPDATED_AT, direction: DESC}) {
+      totalCount
+      pageInfo { hasNextPage endCursor }
+      nodes {
+        id number title body state isDraft createdAt updatedAt mergedAt closedAt
+        additions deletions changedFiles headRefName
+        author { login __typename }
+        labels(first: 10) { nodes { name } }
+        commits(first: 100) {
+          totalCount
+          nodes { commit { oid message authoredDate author { name email user { login } } } }
+        }
+        reviews(first: 50) { nodes { id state submittedAt author { login __typename } } }
+      }
+    }
+  }
+}
+"""
+
+
+def client(server: DemoGitHubServer, token: str | None = None, **options) -> github.Github:
+    """PyGithub as the product would configure it: no hidden retries or write throttling."""
+    options = {"retry": None, "seconds_between_requests": None, "seconds_between_writes": None} | (
+        options
+    )
+    auth = github.Auth.Token(token or server.token)
+    return github.Github(auth=auth, base_url=server.api_url, **options)
+
+
+def pr_page(gh: github.Github, repo: str, first: int = 100, after: str | None = None):
+    variables = {"owner": ORG, "name": repo, "first": first, "after": after}
+    return gh.requester.graphql_query(PR_PAGE, variables)
+
+
+def all_pull_requests(gh: github.Github, repo: str, first: int = 100) -> list[dict]:
+    nodes, after = [], None
+    while True:
+        _, data = pr_page(gh, repo, first, after)
+        connection = data["data"]["repository"]["pullRequests"]
+        nodes += connection["nodes"]
+        if not connection["pageInfo"]["hasNextPage"]:
+            return nodes
+        after = connection["pageInfo"]["endCursor"]
+
+
+# Talking to it with PyGithub -----------------------------------------------------------------
+
+
+def test_pygithub_lists_the_demo_organisation_repositories_across_pages(demo_github):
+    gh = client(demo_github, per_page=4)
+
+    repos = list(gh.get_organization(ORG).get_repos())
+
+    assert [r.full_name for r in repos] == [
+        f"{ORG}/{name}" for name in ("api", "web", "data-pipeline", "mobile", "infra", "docs")
+    ]
+    assert all(r.private and r.default_branch == "main" for r in repos)
+    pages = [r for r in demo_github.requests if r.path == f"/api/v3/orgs/{ORG}/repos"]
+    assert len(pages) == 2  # 6 repositories at 4 per page, followed through the Link header
+
+
+def test_pygithub_sees_the_token_owner_their_organisations_and_repositories(demo_github):
+    gh = client(demo_github, per_page=3)
+
+    user = gh.get_user()
+    assert user.login == "demo-lead"
+    assert [org.login for org in user.get_orgs()] == [ORG]
+    names = [r.full_name for r in user.get_repos()]
+    assert "demo-lead/dotfiles" in names and f"{ORG}/api" in names and len(names) == 7
+    assert gh.get_repo(f"{ORG}/web").language == "TypeScript"
+    assert gh.oauth_scopes == ["read:org", "repo", "user"]
+
+
+def test_responses_carry_githubs_headers(demo_github):
+    request = urllib.request.Request(
+        f"{demo_github.api_url}/user", headers={"Authorization": "Bearer demo-token"}
+    )
+    with urllib.request.urlopen(request) as response:
+        headers = response.headers
+    assert headers["Content-Type"] == "application/json; charset=utf-8"
+    assert headers["X-RateLimit-Limit"] == "5000"
+    assert headers["X-RateLimit-Remaining"] == "4999"
+    assert headers["X-RateLimit-Used"] == "1"
+    assert headers["X-RateLimit-Resource"] == "core"
+    assert int(headers["X-RateLimit-Reset"]) > time.time()
+    assert re.fullmatch(r"[0-9A-F]{4}(:[0-9A-F]+){4}", headers["X-GitHub-Request-Id"])
+
+
+def test_conditional_request_with_etag_gets_a_free_304(demo_github):
+    url = f"{demo_github.api_url}/repos/{ORG}/api"
+    auth = {"Authorization": "token demo-token"}
+    with urllib.request.urlopen(urllib.request.Request(url, headers=auth)) as response:
+        etag = response.headers["ETag"]
+    conditional = urllib.request.Request(url, headers=auth | {"If-None-Match": etag})
+    with pytest.raises(urllib.error.HTTPError) as answer:
+        urllib.request.urlopen(conditional)
+    assert answer.value.code == 304
+    assert answer.value.headers["X-RateLimit-Remaining"] == "4999"  # only the first one paid
+
+
+def test_graphql_page_lists_prs_newest_updated_first_with_commits_and_reviews(demo_github):
+    gh = client(demo_github)
+
+    headers, data = pr_page(gh, "api", first=30)
+
+    connection = data["data"]["repository"]["pullRequests"]
+    nodes = connection["nodes"]
+    assert len(nodes) == 30 and connection["pageInfo"]["hasNextPage"]
+    assert connection["totalCount"] == len(demo_github.dataset.pulls_by_updated["api"])
+    updated = [n["updatedAt"] for n in nodes]
+    assert updated == sorted(updated, reverse=True)
+    assert all(n["commits"]["totalCount"] >= 1 and n["commits"]["nodes"] for n in nodes)
+    assert any(n["reviews"]["nodes"] for n in nodes)
+    commit = nodes[0]["commits"]["nodes"][0]["commit"]
+    assert re.fullmatch(r"[0-9a-f]{40}", commit["oid"]) and commit["author"]["email"]
+    assert headers["x-ratelimit-resource"] == "graphql"
+
+
+def test_graphql_paging_returns_every_pr_once(demo_github):
+    gh = client(demo_github)
+
+    nodes = all_pull_requests(gh, "web", first=100)
+
+    numbers = [n["number"] for n in nodes]
+    assert len(numbers) == len(set(numbers)) == len(demo_github.dataset.pulls_by_number["web"])
+    assert {n["state"] for n in nodes} == {"OPEN", "CLOSED", "MERGED"}
+
+
+def test_graphql_bot_authors_are_bots_without_the_bot_suffix(demo_github):
+    gh = client(demo_github)
+
+    nodes = all_pull_requests(gh, "api")
+
+    bot_logins = {n["author"]["login"] for n in nodes if n["author"]["__typename"] == "Bot"}
+    assert {"copilot-swe-agent", "devin-ai-integration", "dependabot"} <= bot_logins
+    assert not any(login.endswith("[bot]") for login in bot_logins)
+    reviewers = {
+        (r["author"]["login"], r["author"]["__typename"])
+        for n in nodes
+        for r in n["reviews"]["nodes"]
+    }
+    assert ("coderabbitai", "Bot") in reviewers
+    assert any(kind == "User" for _, kind in reviewers)
+
+
+def test_graphql_rejects_documents_the_real_schema_rejects(demo_github):
+    gh = client(demo_github)
+
+    with pytest.raises(github.GithubException) as error:
+        gh.requester.graphql_query("query { viewer { login noSuchField } }", {})
+
+    assert "noSuchField" in error.value.data["errors"][0]["message"]
+
+
+def test_graphql_first_above_100_is_refused_like_github(demo_github):
+    gh = client(demo_github)
+
+    with pytest.raises(github.GithubException) as error:
+        pr_page(gh, "api", first=101)
+
+    assert error.value.data["errors"][0]["type"] == "EXCESSIVE_PAGINATION"
+
+
+def test_graphql_cost_is_reported_and_spent_per_token(demo_github):
+    gh = client(demo_github)
+
+    _, first = pr_page(gh, "api", first=100)
+    _, second = pr_page(gh, "api", first=100)
+    _, small = gh.requester.graphql_query("query { viewer { login } rateLimit { cost } }", {})
+
+    # 1 page of PRs + 100 PRs x (labels, commits, reviews) connections = 301 requests -> 3 points
+    assert first["data"]["rateLimit"]["cost"] == 3
+    assert first["data"]["rateLimit"]["remaining"] == 4997
+    assert second["data"]["rateLimit"]["remaining"] == 4994
+    assert small["data"] == {"viewer": {"login": "demo-lead"}, "rateLimit": {"cost": 1}}
+    assert [r.graphql_cost for r in demo_github.requests] == [3, 3, 1]
+
+
+def test_graphql_node_lookup_finds_a_pull_request(demo_github):
+    gh = client(demo_github)
+    _, page = pr_page(gh, "docs", first=1)
+    pr = page["data"]["repository"]["pullRequests"]["nodes"][0]
+
+    query = "query($id: ID!) { node(id: $id) { __typename ... on PullRequest { number title } } }"
+    _, data = gh.requester.graphql_query(query, {"id": pr["id"]})
+
+    assert data["data"]["node"] == {
+        "__typename": "PullRequest",
+        "number": pr["number"],
+        "title": pr["title"],
+    }
+
+
+def test_unmodelled_fields_read_as_empty_instead_of_failing(demo_github):
+    gh = client(demo_github)
+    query = (
+        'query { repository(owner: "tformance-demo", name: "api") { pullRequests(first: 1) '
+        "{ nodes { number mergeable reviewDecision totalCommentsCount } } } }"
+    )
+
+    _, data = gh.requester.graphql_query(query, {})
+
+    assert "errors" not in data
+    assert data["data"]["repository"]["pullRequests"]["nodes"][0]["number"] > 0
+
+
+def test_shared_schema_validates_documents():
+    from graphql import parse, validate
+
+    assert validate(load_schema(), parse(PR_PAGE)) == []
+    assert validate(load_schema(), parse("query { viewer { nope } }"))
+
+
+# Misbehaving on purpose ----------------------------------------------------------------------
+
+
+def test_wrong_token_is_bad_credentials(demo_github):
+    with pytest.raises(github.BadCredentialsException) as error:
+        client(demo_github, token="ghp_not-a-real-token").get_repo(f"{ORG}/api")
+    assert error.value.status == 401
+    assert error.value.data["message"] == "Bad credentials"
+
+
+def test_revoked_token_is_refused_everywhere(demo_github):
+    gh = client(demo_github)
+    assert gh.get_user().login == "demo-lead"
+
+    demo_github.unauthorized()
+
+    with pytest.raises(github.BadCredentialsException):
+        gh.get_repo(f"{ORG}/api")
+    with pytest.raises(github.BadCredentialsException):
+        pr_page(gh, "api")
+
+
+def test_spent_rest_budget_answers_rate_limit_exceeded_until_reset(demo_github):
+    gh = client(demo_github)
+    demo_github.rate_limited(remaining=0, reset_in=120)
+
+    with pytest.raises(github.RateLimitExceededException) as error:
+        gh.get_repo(f"{ORG}/api")
+
+    assert error.value.status == 403
+    assert error.value.headers["x-ratelimit-remaining"] == "0"
+    reset = int(error.value.headers["x-ratelimit-reset"])
+    assert 100 < reset - time.time() <= 120
+
+
+def test_nearly_spent_graphql_budget_shows_in_ratelimit_and_then_refuses(demo_github):
+    gh = client(demo_github)
+    demo_github.rate_limited(remaining=4, reset_in=600, resource="graphql")
+
+    _, data = pr_page(gh, "api")  # costs 3 of the 4 left
+    assert data["data"]["rateLimit"]["remaining"] == 1
+    reset_at = datetime.strptime(data["data"]["rateLimit"]["resetAt"], "%Y-%m-%dT%H:%M:%SZ")
+    assert 500 < reset_at.replace(tzinfo=UTC).timestamp() - time.time() <= 600
+
+    with pytest.raises(github.GithubException) as error:
+        pr_page(gh, "api")
+    assert error.value.data["errors"][0]["type"] == "RATE_LIMITED"
+    assert error.value.headers["x-ratelimit-remaining"] == "1"
+    assert gh.get_user().login == "demo-lead"  # REST has its own budget
+
+
+def test_budget_comes_back_after_the_reset(demo_github):
+    gh = client(demo_github)
+    demo_github.rate_limited(remaining=0, reset_in=1)
+    with pytest.raises(github.RateLimitExceededException):
+        gh.get_repo(f"{ORG}/api")
+
+    time.sleep(1.2)
+
+    assert gh.get_user().login == "demo-lead"
+
+
+def test_secondary_limit_answers_retry_after_for_the_next_requests_only(demo_github):
+    gh = client(demo_github)
+    demo_github.secondary_limit(count=2, status=429, retry_after=1)
+
+    for _ in range(2):
+        with pytest.raises(github.GithubException) as error:
+            pr_page(gh, "api", first=10)
+        assert error.value.status == 429
+        assert error.value.headers["retry-after"] == "1"
+        assert "secondary rate limit" in error.value.data["message"]
+
+    assert pr_page(gh, "api", first=10)[1]["data"]["repository"]
+
+
+def test_pygithub_default_retry_honours_retry_after_on_a_secondary_limit(demo_github):
+    gh = client(demo_github, retry=github.GithubRetry(total=3))
+    demo_github.secondary_limit(count=1, status=403, retry_after=1)
+
+    started = time.monotonic()
+    assert gh.get_user().login == "demo-lead"
+
+    assert time.monotonic() - started >= 1.0
+    assert [r.status for r in demo_github.requests] == [403, 200]
+
+
+def test_bad_gateway_answers_githubs_html_502_for_the_next_requests(demo_github):
+    gh = client(demo_github)
+    demo_github.bad_gateway(count=1)
+
+    with pytest.raises(github.GithubException) as error:
+        pr_page(gh, "api")
+
+    assert error.value.status == 502
+    assert "502 Bad Gateway" in str(error.value.data)
+    assert pr_page(gh, "api")[1]["data"]["repository"]
+
+
+def test_slow_mode_adds_latency(demo_github):
+    gh = client(demo_github)
+    demo_github.slow(0.3)
+
+    started = time.monotonic()
+    assert gh.get_user().login == "demo-lead"
+    assert time.monotonic() - started >= 0.3
+
+    demo_github.slow(0)
+    started = time.monotonic()
+    gh.get_repo(f"{ORG}/api")
+    assert time.monotonic() - started < 0.3
+
+
+def test_large_pages_time_out_so_a_client_can_shrink_them(demo_github):
+    gh = client(demo_github)
+    demo_github.timeout_on_large_pages(max_first=50, status=504)
+
+    with pytest.raises(github.GithubException) as error:
+        pr_page(gh, "api", first=100)
+    assert error.value.status == 504
+    _, data = pr_page(gh, "api", first=50)
+
+    assert len(data["data"]["repository"]["pullRequests"]["nodes"]) == 50
+    assert [(r.status, r.graphql_first) for r in demo_github.requests] == [(504, 100), (200, 50)]
+
+
+def test_missing_repository_is_404_in_rest_and_not_found_in_graphql(demo_github):
+    gh = client(demo_github)
+    demo_github.missing_repo("mobile")
+
+    with pytest.raises(github.UnknownObjectException):
+        gh.get_repo(f"{ORG}/mobile")
+    with pytest.raises(github.UnknownObjectException) as error:
+        pr_page(gh, "mobile")
+    assert error.value.data["errors"][0]["type"] == "NOT_FOUND"
+    assert f"{ORG}/mobile" not in [r.full_name for r in gh.get_organization(ORG).get_repos()]
+    assert pr_page(gh, "api")[1]["data"]["repository"]  # the others are still there
+
+
+def test_switches_work_over_http_and_reset_restores_good_behaviour(demo_github):
+    def control(command: dict) -> int:
+        request = urllib.request.Request(
+            f"{demo_github.base_url}/_demo/control",
+            data=json.dumps(command).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        try:
+            with urllib.request.urlopen(request) as response:
+                return response.status
+        except urllib.error.HTTPError as error:
+            return error.code
+
+    gh = client(demo_github)
+    assert control({"mode": "bad_gateway", "count": 5}) == 200
+    with pytest.raises(github.GithubException):
+        gh.get_repo(f"{ORG}/api")
+    assert control({"mode": "reset"}) == 200
+    assert gh.get_user().login == "demo-lead"
+    assert control({"mode": "drop_tables"}) == 400
+    assert control({"mode": "slow", "seconds": "not a number", "extra": 1}) == 400
+
+    with urllib.request.urlopen(f"{demo_github.base_url}/_demo/requests") as response:
+        log = json.load(response)
+    assert [(e["path"], e["status"]) for e in log] == [
+        (f"/api/v3/repos/{ORG}/api", 502),
+        ("/api/v3/user", 200),
+    ]
+
+
+# The data -------------------------------------------------------------------------------------
+
+
+def every_pull_request(server: DemoGitHubServer) -> list[dict]:
+    gh = client(server)
+    return [pr for repo in server.dataset.pulls_by_number for pr in all_pull_requests(gh, repo)]
+
+
+def commit_texts(pr: dict) -> list[str]:
+    return [
+        f"{c['message']}\n{c['author']['name']} <{c['author']['email']}>"
+        for c in (node["commit"] for node in pr["commits"]["nodes"])
+    ]
+
+
+def test_dataset_is_the_same_for_the_same_seed_and_anchor():
+    anchor = datetime(2026, 3, 2, tzinfo=UTC)
+
+    def fingerprint(dataset) -> list[tuple]:
+        return [
+            (
+                pr.repository.name,
+                pr.number,
+                pr.title,
+                pr.body,
+                pr.state,
+                pr.updated_at,
+                pr.author.login,
+                pr.head_ref,
+                [(c.oid, c.message, c.authored_date) for c in pr.commits],
+                [(r.state, r.submitted_at, r.author.login) for r in pr.reviews],
+            )
+            for pr in dataset.pull_requests
+        ]
+
+    first = fingerprint(build_dataset(anchor, pr_count=300))
+    assert fingerprint(build_dataset(anchor, pr_count=300)) == first
+    assert fingerprint(build_dataset(anchor, pr_count=300, seed=7)) != first
+
+
+def test_demo_organisation_has_2000_prs_over_120_days_from_many_people(demo_github):
+    pulls = every_pull_request(demo_github)
+    now = demo_github.dataset.now
+
+    created = [datetime.fromisoformat(pr["createdAt"]) for pr in pulls]
+    assert len(pulls) == 2000
+    assert (now - min(created)).days in (118, 119, 120) and max(created) < now
+    assert all(datetime.fromisoformat(pr["updatedAt"]) <= now for pr in pulls)
+    humans = {pr["author"]["login"] for pr in pulls if pr["author"]["__typename"] == "User"}
+    assert len(humans) >= 15
+    states = {
+        state: sum(pr["state"] == state for pr in pulls) for state in ("MERGED", "CLOSED", "OPEN")
+    }
+    assert states["MERGED"] > 1200 and states["CLOSED"] > 100 and states["OPEN"] > 100
+    assert any(pr["isDraft"] for pr in pulls) and any(pr["labels"]["nodes"] for pr in pulls)
+
+
+def test_demo_prs_have_long_tailed_sizes_and_cycle_times_from_hours_to_days(demo_github):
+    pulls = every_pull_request(demo_github)
+
+    sizes = sorted(pr["additions"] + pr["deletions"] for pr in pulls)
+    assert sizes[int(len(sizes) * 0.95)] > 5 * sizes[len(sizes) // 2]
+    cycle_hours = sorted(
+        (
+            datetime.fromisoformat(pr["mergedAt"]) - datetime.fromisoformat(pr["createdAt"])
+        ).total_seconds()
+        / 3600
+        for pr in pulls
+        if pr["mergedAt"]
+    )
+    assert cycle_hours[0] < 2 and cycle_hours[-1] > 24 * 5
+    review_states = {r["state"] for pr in pulls for r in pr["reviews"]["nodes"]}
+    assert {"APPROVED", "CHANGES_REQUESTED", "COMMENTED"} <= review_states
+    assert max(pr["commits"]["totalCount"] for pr in pulls) > 100  # more than one page of commits
+
+
+MARKER_FAMILIES = {
+    "Claude Code co-author": lambda pr, commits: "Claude <noreply@anthropic.com>" in commits,
+    "Claude model co-author": lambda pr, commits: (
+        "Claude Opus 4.5 <noreply@anthropic.com>" in commits
+    ),
+    "Claude Code footer": lambda pr, commits: "Generated with [Claude Code](" in (pr["body"] or ""),
+    "Copilot agent author": lambda pr, commits: pr["author"]["login"] == "copilot-swe-agent",
+    "Copilot tips comment": lambda pr, commits: (
+        "<!-- START COPILOT CODING AGENT TIPS -->" in pr["body"]
+    ),
+    "Copilot commit e-mail": lambda pr, commits: "+Copilot@users.noreply.github.com" in commits,
+    "Cursor agent co-author": lambda pr, commits: (
+        "Cursor Agent <cursoragent@cursor.com>" in commits
+    ),
+    "Made with Cursor": lambda pr, commits: "Made-with: Cursor" in commits,
+    "Devin bot author": lambda pr, commits: pr["author"]["login"] == "devin-ai-integration",
+    "Devin run link": lambda pr, commits: "Link to Devin run: https://app.devin.ai/" in pr["body"],
+    "Codex task link": lambda pr, commits: "chatgpt.com/codex/tasks/" in (pr["body"] or ""),
+    "aider prefix": lambda pr, commits: re.search(r"^aider: ", commits, re.M) is not None,
+    "aider author suffix": lambda pr, commits: re.search(r" \(aider\) <", commits) is not None,
+    "aider co-author": lambda pr, commits: "<aider@aider.chat>" in commits,
+    "Jules bot author": lambda pr, commits: pr["author"]["login"] == "google-labs-jules",
+    "Amp co-author": lambda pr, commits: "Amp <amp@ampcode.com>" in commits,
+    **{
+        f"branch {prefix}": (lambda p: lambda pr, commits: pr["headRefName"].startswith(p))(prefix)
+        for prefix in ("codex/", "claude/", "copilot/", "cursor/", "devin/")
+    },
+}
+AI_EVIDENCE = re.compile(
+    r"anthropic\.com|cursor\.com|Made-with: Cursor|Claude Code|app\.devin\.ai|chatgpt\.com/codex"
+    r"|aider|ampcode|COPILOT|jules\.google"
+)
+TRAPS = {
+    "a person named Claude": lambda pr, commits: "Claude Martin <" in commits,
+    "a person named Devin": lambda pr, commits: "Devin Okafor <" in commits,
+    "the word cursor": lambda pr, commits: re.search(
+        r"\bcursor\b", pr["title"] + (pr["body"] or "")
+    ),
+    "a no-AI disclosure": lambda pr, commits: "No AI was used" in (pr["body"] or ""),
+}
+
+
+@pytest.mark.parametrize("family", sorted(MARKER_FAMILIES))
+def test_demo_data_carries_each_ai_marker_family(demo_github_small, family):
+    pulls = every_pull_request(demo_github_small)
+
+    hits = [pr for pr in pulls if MARKER_FAMILIES[family](pr, "\n".join(commit_texts(pr)))]
+
+    assert hits, f"no PR with {family}"
+
+
+@pytest.mark.parametrize("trap", sorted(TRAPS))
+def test_demo_data_has_human_prs_with_trap_texts_and_no_ai_evidence(demo_github_small, trap):
+    pulls = every_pull_request(demo_github_small)
+
+    traps = [
+        pr
+        for pr in pulls
+        if TRAPS[trap](pr, "\n".join(commit_texts(pr)))
+        and pr["author"]["__typename"] == "User"
+        and not AI_EVIDENCE.search(pr["body"] + "\n".join(commit_texts(pr)) + pr["headRefName"])
+    ]
+
+    assert traps, f"no clean human PR with {trap}"
+
+
+def test_manage_py_demo_github_serves_until_sigterm(tmp_path):
+    process = subprocess.Popen(
+        [sys.executable, "manage.py", "demo_github", "--port", "0", "--prs", "60"],
+        cwd=BASE_DIR,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        lines = []
+        for line in process.stdout:
+            lines.append(line)
+            if line.startswith("Press Ctrl-C"):
+                break
+        output = "".join(lines)
+        api_url = re.search(r"GITHUB_API_URL=(\S+)", output).group(1)
+        assert "Token: demo-token" in output
+        gh = github.Github(auth=github.Auth.Token("demo-token"), base_url=api_url, retry=None)
+        assert gh.get_repo(f"{ORG}/api").full_name == f"{ORG}/api"
+    finally:
+        process.send_signal(signal.SIGTERM)
+        rest, _ = process.communicate(timeout=15)
+    assert process.returncode == 0
+    assert "Demo GitHub stopped." in rest
