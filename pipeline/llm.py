@@ -24,7 +24,7 @@ import logging
 import math
 import queue
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 import openai
@@ -53,7 +53,9 @@ RESPONSE_SCHEMA: dict = {
     "properties": {
         "ai_assisted": {"type": "boolean"},
         "tools": {"type": "array", "items": {"type": "string", "enum": list(TOOL_CHOICES)}},
-        "confidence": {"type": "number", "minimum": 0, "maximum": 1},
+        # The 0..1 range is in the description and checked in parse_reply: some
+        # OpenAI-compatible servers reject minimum/maximum in a strict schema.
+        "confidence": {"type": "number", "description": "0 to 1"},
         "reason": {"type": "string"},
     },
     "required": ["ai_assisted", "tools", "confidence", "reason"],
@@ -361,7 +363,7 @@ async def _classify_one(
 async def classify_async(
     requests: Iterable[LLMRequest],
     config: LLMSettings,
-    deliver,  # Callable[[LLMOutcome], None], called from the event loop's thread
+    deliver: Callable[[LLMOutcome], object],  # called in the event loop's thread
     cancelled: threading.Event | None = None,
 ) -> None:
     """Classify every request, at most ``config.concurrency`` at a time; ``deliver`` each
