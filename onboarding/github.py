@@ -77,7 +77,9 @@ def timeout_seconds() -> float:
     return float(getattr(settings, "GITHUB_TIMEOUT_SECONDS", 20))
 
 
-def make_client(token: str, api_url: str | None = None, *, rest_retries: bool = True) -> Github:
+def make_client(
+    token: str, api_url: str | None = None, *, rest_retries: bool = True, per_page: int = 100
+) -> Github:
     """A PyGithub client on ``api_url`` with our own retry and pacing policy.
 
     PyGithub's default ``GithubRetry`` sleeps until the rate-limit reset (up to an hour) inside
@@ -106,7 +108,7 @@ def make_client(token: str, api_url: str | None = None, *, rest_retries: bool = 
         # PyGithub 2.10 asserts an int timeout (github/MainClass.py), though requests takes floats.
         timeout=max(1, round(timeout_seconds())),
         retry=retry,
-        per_page=100,
+        per_page=per_page,
         seconds_between_requests=None,
         seconds_between_writes=None,
     )
@@ -218,11 +220,14 @@ def connection_token(connection: GitHubConnection | None) -> str:
         raise map_exception(exc) from None
 
 
-def client_for(connection: GitHubConnection, *, rest_retries: bool = True) -> Github:
+def client_for(
+    connection: GitHubConnection, *, rest_retries: bool = True, per_page: int = 100
+) -> Github:
     return make_client(
         connection_token(connection),
         connection.api_url or settings.GITHUB_API_URL,
         rest_retries=rest_retries,
+        per_page=per_page,
     )
 
 
@@ -236,11 +241,11 @@ def verify_token(token: str, api_url: str | None = None) -> str:
         raise map_exception(exc) from None
 
 
-def list_repositories(connection: GitHubConnection) -> list[RepositoryInfo]:
+def list_repositories(connection: GitHubConnection, *, per_page: int = 100) -> list[RepositoryInfo]:
     """Every repository the credential can see: its own, its collaborations and those of its
     organisations (``GET /user/repos``, all pages). Plain data, safe to cache or render."""
     try:
-        gh = client_for(connection)
+        gh = client_for(connection, per_page=per_page)
         repos = gh.get_user().get_repos(affiliation="owner,collaborator,organization_member")
         seen: dict[int, RepositoryInfo] = {}
         for repo in repos:
