@@ -12,6 +12,7 @@ the number of connection requests the query implies, divided by 100, at least 1.
 from __future__ import annotations
 
 import base64
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -196,7 +197,7 @@ def connection(
         "nodes": nodes,
         "edges": [{"cursor": _cursor(i), "node": items[i]} for i in window],
         "pageInfo": {
-            "hasNextPage": window.stop < stop if len(window) else start < stop and first == 0,
+            "hasNextPage": window.stop < stop,
             "hasPreviousPage": window.start > 0,
             "startCursor": _cursor(window.start) if len(window) else None,
             "endCursor": _cursor(window.stop - 1) if len(window) else None,
@@ -284,6 +285,23 @@ def _commit_author(commit: Commit, info: GraphQLResolveInfo) -> dict[str, Any]:
     }
 
 
+CO_AUTHOR = re.compile(r"^co-authored-by:\s*(?P<name>.+?)\s*<(?P<email>[^>]+)>\s*$", re.I | re.M)
+
+
+def _commit_authors(commit: Commit, info: GraphQLResolveInfo) -> list[dict[str, Any]]:
+    """The author, then each ``Co-authored-by`` trailer, as GitHub's ``Commit.authors`` lists."""
+    people = info.context.dataset.people
+    by_email = {person.email: person for person in people.values()}
+    authors = [_commit_author(commit, info)]
+    for match in CO_AUTHOR.finditer(commit.message):
+        email = match["email"]
+        login = email.split("+", 1)[1].split("@", 1)[0] if "+" in email else None
+        user = by_email.get(email) or (people.get(login) if login else None)
+        date = iso(commit.authored_date)
+        authors.append({"name": match["name"], "email": email, "date": date, "user": user})
+    return authors
+
+
 def _owner_of(repo: Repository, info: GraphQLResolveInfo) -> Account:
     dataset = info.context.dataset
     return dataset.org if repo.owner == dataset.org.login else dataset.viewer
@@ -346,9 +364,7 @@ FIELDS: dict[tuple[str, str], Callable[..., Any]] = {
     ("Commit", "messageBody"): lambda c, _i, **_: c.message.partition("\n")[2].strip("\n"),
     ("Commit", "author"): _commit_author,
     ("Commit", "committer"): _commit_author,
-    ("Commit", "authors"): lambda c, info, **args: connection(
-        [_commit_author(c, info)], info, args
-    ),
+    ("Commit", "authors"): lambda c, info, **args: connection(_commit_authors(c, info), info, args),
     ("PullRequestReview", "id"): lambda r, _i, **_: r.node_id,
     ("PullRequestReview", "databaseId"): lambda r, _i, **_: r.database_id,
     ("PullRequestReview", "submittedAt"): lambda r, _i, **_: iso(r.submitted_at),

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import threading
 import time
 from datetime import datetime
@@ -28,6 +29,8 @@ from onboarding.demo_github.dataset import (
     get_dataset,
 )
 from onboarding.demo_github.graphql_api import QueryContext, parse_query, run_query
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_TOKEN = "demo-token"
 SCOPES = "read:org, repo, user"
@@ -81,7 +84,12 @@ class _Handler(BaseHTTPRequestHandler):
             status, payload, headers = demo.handle_control(method, parts.path, body)
             self._send(status, payload, headers, request_id)
             return
-        self._handle_api(method, parts.path, parts.query, body, request_id, entry)
+        try:
+            self._handle_api(method, parts.path, parts.query, body, request_id, entry)
+        except Exception:
+            # A bug here must look like GitHub's own 500 to the client, not a dropped connection.
+            logger.exception("demo GitHub failed on %s %s", method, parts.path)
+            self._send(500, _message("Server Error", 500), {}, request_id)
 
     def _handle_api(
         self, method: str, path: str, query: str, body: bytes, request_id: str, entry: LoggedRequest

@@ -177,6 +177,41 @@ def test_unmodelled_fields_read_as_empty_instead_of_failing(demo_github):
     assert data["data"]["repository"]["pullRequests"]["nodes"][0]["number"] > 0
 
 
+def test_commit_authors_list_the_co_authors_from_trailers(demo_github_small):
+    gh = client(demo_github_small)
+    query = """
+    query($name: String!) { repository(owner: "tformance-demo", name: $name) {
+      pullRequests(first: 100) { nodes { commits(first: 100) { nodes { commit {
+        message authors(first: 5) { nodes { name email user { login } } } } } } } } } }
+    """
+    commits = [
+        node["commit"]
+        for repo in demo_github_small.dataset.pulls_by_number
+        for pr in gh.requester.graphql_query(query, {"name": repo})[1]["data"]["repository"][
+            "pullRequests"
+        ]["nodes"]
+        for node in pr["commits"]["nodes"]
+    ]
+
+    claude = next(c for c in commits if "Co-Authored-By: Claude <noreply" in c["message"])
+    names = [(a["name"], a["email"]) for a in claude["authors"]["nodes"]]
+    assert names[1:] == [("Claude", "noreply@anthropic.com")]
+    assert claude["authors"]["nodes"][0]["user"]["login"]
+    plain = next(c for c in commits if "co-authored-by" not in c["message"].lower())
+    assert len(plain["authors"]["nodes"]) == 1
+
+
+def test_rate_limit_endpoint_is_free_and_reports_both_budgets(demo_github):
+    gh = client(demo_github)
+    pr_page(gh, "api")
+
+    overview = gh.get_rate_limit()
+
+    assert overview.resources.graphql.remaining == 4997
+    assert overview.resources.core.remaining == 5000
+    assert [r.path for r in demo_github.requests] == ["/api/graphql", "/api/v3/rate_limit"]
+
+
 def test_shared_schema_validates_documents():
     from graphql import parse, validate
 
