@@ -15,6 +15,8 @@ from onboarding.models import Team
 from pipeline.models import AIVerdict, PullRequest, WeeklyMetric
 
 WIDTH = 640
+# The PRs-merged chart spans both columns of the dashboard.
+WIDE_WIDTH = 1300
 HEIGHT = 220
 PAD_LEFT = 48
 PAD_RIGHT = 12
@@ -77,16 +79,19 @@ def _week_label(week: datetime.date) -> str:
 
 
 def _frame(
-    weeks: Sequence[datetime.date], y_max: float, unit: str, title: str
+    weeks: Sequence[datetime.date], y_max: float, unit: str, title: str, width: int
 ) -> tuple[list[str], float, float]:
-    """Grid lines, axis labels and the x positions' slot width; returns (parts, plot_w, slot)."""
-    plot_w = WIDTH - PAD_LEFT - PAD_RIGHT
+    """Grid lines, axis labels and the x positions' slot width; returns (parts, plot_h, slot).
+
+    ``width`` is the drawing's own width: a chart shown wider gets a wider drawing rather than
+    a scaled-up one, so its text stays the size of the other charts' text."""
+    plot_w = width - PAD_LEFT - PAD_RIGHT
     plot_h = HEIGHT - PAD_TOP - PAD_BOTTOM
     parts = [
         format_html(
             '<svg class="chart" viewBox="0 0 {} {}" role="img" aria-label="{}" '
             'preserveAspectRatio="xMidYMid meet">',
-            WIDTH,
+            width,
             HEIGHT,
             title,
         ),
@@ -101,7 +106,7 @@ def _frame(
                 '<line class="grid" x1="{}" x2="{}" y1="{}" y2="{}"/>'
                 '<text class="axis" x="{}" y="{}" text-anchor="end">{}</text>',
                 PAD_LEFT,
-                WIDTH - PAD_RIGHT,
+                width - PAD_RIGHT,
                 f"{y:.1f}",
                 f"{y:.1f}",
                 PAD_LEFT - 6,
@@ -110,8 +115,9 @@ def _frame(
             )
         )
     slot = plot_w / max(len(weeks), 1)
-    # At most ~8 week labels, so they never overlap.
-    every = max(1, -(-len(weeks) // 8))
+    # At most one week label per ~80 units of width, so they never overlap.
+    most = max(1, int(plot_w // 80))
+    every = max(1, -(-len(weeks) // most))
     for i, week in enumerate(weeks):
         if i % every:
             continue
@@ -137,12 +143,13 @@ def bar_chart(
     title: str,
     unit: str = "",
     y_max: float | None = None,
+    width: int = WIDTH,
 ) -> SafeString:
     """Stacked bars per week (one series per stack layer, bottom first)."""
     totals = [sum(s.values[i] or 0 for s in stacks) for i in range(len(weeks))]
     top = y_max or _nice_ceiling(max(totals, default=0))
-    parts, plot_h, slot = _frame(weeks, top, unit, title)
-    bar_w = max(2.0, slot * 0.7)
+    parts, plot_h, slot = _frame(weeks, top, unit, title, width)
+    bar_w = min(48.0, max(2.0, slot * 0.7))
     for i, week in enumerate(weeks):
         base = 0.0
         x = PAD_LEFT + slot * i + (slot - bar_w) / 2
@@ -173,12 +180,17 @@ def bar_chart(
 
 
 def line_chart(
-    weeks: Sequence[datetime.date], lines: Sequence[Series], *, title: str, unit: str = ""
+    weeks: Sequence[datetime.date],
+    lines: Sequence[Series],
+    *,
+    title: str,
+    unit: str = "",
+    width: int = WIDTH,
 ) -> SafeString:
     """One line per series; weeks without a value break the line instead of faking a zero."""
     values = [v for s in lines for v in s.values if v is not None]
     top = _nice_ceiling(max(values, default=0))
-    parts, plot_h, slot = _frame(weeks, top, unit, title)
+    parts, plot_h, slot = _frame(weeks, top, unit, title, width)
     for series in lines:
         segment: list[str] = []
         segments: list[list[str]] = []
@@ -255,6 +267,7 @@ def charts(team: Team) -> dict[str, SafeString] | None:
                 ),
             ],
             title="PRs merged per week",
+            width=WIDE_WIDTH,
         ),
     }
 
@@ -276,4 +289,5 @@ def evidence_of(verdict: AIVerdict | None) -> list[str]:
             else ""
         )
         lines.append(f"LLM{confidence}: {verdict.llm_reason}")
-    return lines
+    # The same marker found in several commits reads once.
+    return list(dict.fromkeys(lines))

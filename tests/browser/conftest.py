@@ -47,9 +47,9 @@ def browser_page(monkeypatch) -> Iterator:
 
 @pytest.fixture
 def screenshot(browser_page):
-    def take(name: str) -> Path:
+    def take(name: str, full_page: bool = False) -> Path:
         path = SCREENSHOTS / f"{name}.png"
-        browser_page.screenshot(path=str(path), full_page=True)
+        browser_page.screenshot(path=str(path), full_page=full_page)
         return path
 
     return take
