@@ -5,15 +5,16 @@
   ``SELECT 1`` probe so a dead connection is noticed even when nothing is published (the same
   loop shape as procrastinate's own listener).
 - Each stream subscribes with its team id and gets its own ``asyncio.Queue``; a notification for
-  team T wakes only T's subscribers. The queue holds at most one pending wake-up: every event
-  leads to a full re-read, so several changes arriving together need one re-render, not several.
+  team T concerns only T's subscribers. T's state is then read and rendered once, on the reader
+  thread, and the result is put in each of T's queues (fan-out costs a queue put per stream, not
+  a database read). Notifications arriving during a read fold into one more read; a queue holds
+  only the newest result, so a slow stream skips states instead of falling behind.
 - NOTIFY is at-most-once: after the connection drops we back off, reconnect, LISTEN again and
   then wake every subscriber to re-send a full snapshot, so a change made during the gap is
   never lost (the snapshot is read after LISTEN is active again).
 - Database reads for the streams (authorizing a stream, building a snapshot) run on one
   dedicated reader thread with its own Django connection, so a thousand open tabs cost one
-  LISTEN connection and one reader connection, not a database backend each. A change for a team
-  is read and rendered once and shared by all of that team's subscribers.
+  LISTEN connection and one reader connection, not a database backend each.
 """
 
 from __future__ import annotations
@@ -56,24 +57,41 @@ def listener_connect_kwargs() -> dict[str, Any]:
     return kwargs
 
 
+@dataclass(frozen=True)
+class Delivery:
+    """A team's state, read and rendered once, on its way to each of the team's streams."""
+
+    # Reads run one at a time, in submission order, on the reader thread: a higher sequence
+    # number was read later, so it is at least as fresh.
+    sequence: int
+    # "change" (a NOTIFY for the team), "resync" (the listener reconnected: must be sent),
+    # "refresh" (periodic: worth sending only if it differs from what the stream last sent).
+    reason: str
+    result: Any
+
+
 @dataclass(eq=False)
 class Subscription:
     team_id: int
-    # Wake-ups: "change" (a NOTIFY for this team) or "resync" (the listener reconnected).
-    queue: asyncio.Queue[str] = field(default_factory=lambda: asyncio.Queue(maxsize=1))
+    # Holds at most the newest delivery: a slow stream skips states, never falls behind.
+    queue: asyncio.Queue[Delivery | None] = field(default_factory=lambda: asyncio.Queue(maxsize=1))
 
-    def wake(self, reason: str) -> None:
-        try:
-            self.queue.put_nowait(reason)
-        except asyncio.QueueFull:
-            pass  # a wake-up is already pending; it will read the newest state anyway
+    def deliver(self, delivery: Delivery | None) -> None:
+        if self.queue.full():
+            self.queue.get_nowait()
+        self.queue.put_nowait(delivery)
 
 
-@dataclass(frozen=True)
-class _SharedRead:
-    version: int
-    started: float  # loop.time()
-    future: asyncio.Future
+@dataclass
+class _TeamReads:
+    in_flight: bool = False
+    # Why to read once more when the read in flight finishes (a change arrived meanwhile).
+    again: str | None = None
+    last_started: float = float("-inf")
+
+
+# Stronger reasons win when several requests fold into one read.
+_REASON_RANK = {"refresh": 0, "change": 1, "resync": 2}
 
 
 def _on_reader_thread(function: Callable[..., T], *args: Any) -> T:
@@ -88,12 +106,15 @@ def _on_reader_thread(function: Callable[..., T], *args: Any) -> T:
 
 
 class Listener:
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    """``read_team(team_id)`` is the synchronous read-and-render each stream shows; it runs on
+    the reader thread once per change of a team, whatever the number of its streams."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, read_team: Callable[[int], Any]) -> None:
         self.loop = loop
+        self.read_team = read_team
         self._subscribers: dict[int, set[Subscription]] = {}
-        # Per-team change counter; a render started at version v has seen every change up to v.
-        self._versions: dict[int, int] = {}
-        self._renders: dict[int, _SharedRead] = {}
+        self._team_reads: dict[int, _TeamReads] = {}
+        self._sequence = 0
         self._listening = asyncio.Event()
         self._stopping = False
         self._connection: psycopg.AsyncConnection | None = None
@@ -116,8 +137,6 @@ class Listener:
         team_subscribers.discard(subscription)
         if not team_subscribers:
             del self._subscribers[subscription.team_id]
-            self._versions.pop(subscription.team_id, None)
-            self._renders.pop(subscription.team_id, None)
 
     @property
     def subscriber_count(self) -> int:
@@ -126,35 +145,64 @@ class Listener:
     async def wait_listening(self, timeout: float) -> bool:
         """Wait until LISTEN is active, so a snapshot read afterwards misses no change."""
         try:
-            await asyncio.wait_for(self._listening.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await self._listening.wait()
         except TimeoutError:
             return False
         return True
 
     # --- reads -----------------------------------------------------------------------------
+    def _next_sequence(self) -> int:
+        self._sequence += 1
+        return self._sequence
+
     async def run_read(self, function: Callable[..., T], *args: Any) -> T:
         """Run a synchronous database read on the reader thread."""
         return await self.loop.run_in_executor(self._reader, _on_reader_thread, function, *args)
 
-    async def shared_read(
-        self, team_id: int, function: Callable[[int], T], *, max_age: float | None = None
-    ) -> T:
-        """``function(team_id)`` read at least as late as the latest change seen for the team,
-        shared by every subscriber of the team asking for the same version. ``max_age``
-        (seconds) also refuses a result started longer ago than that, for periodic refreshes
-        of what changes with time alone (elapsed time, a dead worker)."""
-        version = self._versions.get(team_id, 0)
-        pending = self._renders.get(team_id)
-        if (
-            pending is None
-            or pending.version < version
-            or (max_age is not None and self.loop.time() - pending.started > max_age)
-        ):
-            future = asyncio.ensure_future(self.run_read(function, team_id))
-            pending = _SharedRead(version, self.loop.time(), future)
-            self._renders[team_id] = pending
-        # shield: one disconnecting subscriber must not cancel the read the others wait for.
-        return await asyncio.shield(pending.future)
+    async def snapshot(self, team_id: int) -> Delivery:
+        """A fresh read of ``team_id`` for one stream (its first event)."""
+        sequence = self._next_sequence()
+        result = await self.run_read(self.read_team, team_id)
+        return Delivery(sequence, "snapshot", result)
+
+    def request_read(self, team_id: int, reason: str, *, unless_younger_than: float = 0) -> None:
+        """Read ``team_id`` again and deliver it to all of its streams. Requests arriving while
+        a read is in flight fold into one more read after it."""
+        if team_id not in self._subscribers or self._stopping:
+            return
+        reads = self._team_reads.setdefault(team_id, _TeamReads())
+        if unless_younger_than and self.loop.time() - reads.last_started < unless_younger_than:
+            return
+        if reads.in_flight:
+            if reads.again is None or _REASON_RANK[reason] > _REASON_RANK[reads.again]:
+                reads.again = reason
+            return
+        reads.in_flight = True
+        reads.last_started = self.loop.time()
+        sequence = self._next_sequence()
+        self.loop.create_task(self._read_and_deliver(team_id, reason, sequence))
+
+    async def _read_and_deliver(self, team_id: int, reason: str, sequence: int) -> None:
+        reads = self._team_reads[team_id]
+        try:
+            result = await self.run_read(self.read_team, team_id)
+        except Exception:
+            logger.exception("live reader: reading team %s failed; trying again", team_id)
+            result = None
+            if not self._stopping:
+                self.loop.call_later(1.0, self.request_read, team_id, "resync")
+        finally:
+            reads.in_flight = False
+        if result is not None:
+            delivery = Delivery(sequence, reason, result)
+            for subscription in self._subscribers.get(team_id, ()):
+                subscription.deliver(delivery)
+        again, reads.again = reads.again, None
+        if again is not None:
+            self.request_read(team_id, again)
+        elif team_id not in self._subscribers:
+            self._team_reads.pop(team_id, None)
 
     # --- the LISTEN loop -------------------------------------------------------------------
     def _dispatch(self, payload: str) -> None:
@@ -163,20 +211,11 @@ class Listener:
         except (ValueError, KeyError, TypeError):
             logger.warning("live listener: ignoring malformed payload %r", payload[:200])
             return
-        subscribers = self._subscribers.get(team_id)
-        if not subscribers:
-            return
-        self._versions[team_id] = self._versions.get(team_id, 0) + 1
-        for subscription in subscribers:
-            subscription.wake("change")
+        self.request_read(team_id, "change")
 
     def _resync_everyone(self) -> None:
-        # Renders started before this moment may have missed a change: forget them.
-        self._renders.clear()
-        for team_id, subscribers in self._subscribers.items():
-            self._versions[team_id] = self._versions.get(team_id, 0) + 1
-            for subscription in subscribers:
-                subscription.wake("resync")
+        for team_id in list(self._subscribers):
+            self.request_read(team_id, "resync")
 
     async def _listen_forever(self) -> None:
         delay = RECONNECT_FIRST_DELAY_SECONDS
@@ -193,8 +232,10 @@ class Listener:
                     if connected_before:
                         self.reconnects += 1
                         logger.info("live listener: listening again; resyncing every stream")
-                        self._resync_everyone()
                     connected_before = True
+                    # Streams that read their snapshot before this LISTEN (or during a gap)
+                    # may have missed a change: send them all a fresh read.
+                    self._resync_everyone()
                     while True:
                         async for notification in conn.notifies(timeout=NOTIFIES_TIMEOUT_SECONDS):
                             self._dispatch(notification.payload)
@@ -222,7 +263,7 @@ class Listener:
         self._reader.shutdown(wait=True)
         for subscribers in self._subscribers.values():
             for subscription in subscribers:
-                subscription.wake("stop")
+                subscription.deliver(None)
 
     @property
     def stopped(self) -> bool:
@@ -232,12 +273,12 @@ class Listener:
 _listener: Listener | None = None
 
 
-def get_listener() -> Listener:
+def get_listener(read_team: Callable[[int], Any]) -> Listener:
     """This process's listener, started on first use in the running event loop."""
     global _listener
     loop = asyncio.get_running_loop()
     if _listener is None or _listener.loop is not loop or _listener.stopped:
-        _listener = Listener(loop)
+        _listener = Listener(loop, read_team)
     return _listener
 
 

@@ -128,7 +128,7 @@ async def progress_stream(request: HttpRequest) -> HttpResponse:
     """Server-Sent Events of the user's team's progress (ASGI only)."""
     if request.method != "GET":
         return HttpResponse(status=405, headers={"Allow": "GET"})
-    listener = get_listener()
+    listener = get_listener(render_progress)
     team_id = await listener.run_read(_authorized_team_id, request)
     if team_id is None:
         return HttpResponseForbidden(_NOT_LOGGED_IN)
@@ -151,30 +151,32 @@ async def _event_stream(listener: Listener, team_id: int, csrf_token: str) -> As
     keepalive = float(getattr(settings, "LIVE_KEEPALIVE_SECONDS", KEEPALIVE_SECONDS))
     try:
         await listener.wait_listening(LISTEN_WAIT_SECONDS)
-        rendered = await listener.run_read(render_progress, team_id)
+        delivery = await listener.snapshot(team_id)
+        shown = delivery
         while True:
-            yield rendered.event_for(csrf_token)
-            if rendered.finished:
+            yield shown.result.event_for(csrf_token)
+            if shown.result.finished:
                 yield sse_event("done", "done")
                 return
             while True:
                 try:
-                    reason = await asyncio.wait_for(subscription.queue.get(), keepalive)
+                    # asyncio.timeout, not wait_for: no extra task per stream per event.
+                    async with asyncio.timeout(keepalive):
+                        delivery = await subscription.queue.get()
                 except TimeoutError:
-                    if rendered.running:
-                        # Elapsed times move and a worker may have died without any NOTIFY:
-                        # refresh, shared by the team's viewers, and send only what changed.
-                        fresh = await listener.shared_read(
-                            team_id, render_progress, max_age=keepalive / 2
-                        )
-                        if fresh.html != rendered.html:
-                            rendered = fresh
-                            break
+                    if shown.result.running:
+                        # Elapsed times move and a worker may die without any NOTIFY: ask for
+                        # a refresh (one read for all of the team's streams).
+                        listener.request_read(team_id, "refresh", unless_younger_than=keepalive / 2)
                     yield ": keepalive\n\n"
                     continue
-                if reason == "stop" or listener.stopped:
+                if delivery is None:  # the listener stopped
                     return
-                rendered = await listener.shared_read(team_id, render_progress)
+                if delivery.sequence < shown.sequence:
+                    continue  # read before what this stream already showed
+                if delivery.reason == "refresh" and delivery.result.html == shown.result.html:
+                    continue
+                shown = delivery
                 break
     finally:
         listener.unsubscribe(subscription)

@@ -161,6 +161,24 @@ def test_all_streams_of_the_process_share_one_listening_connection(
     assert listener_backends() == 1
 
 
+def test_closed_streams_leave_no_subscriber_behind(asgi_server, sse_connect, team, admin_user):
+    from onboarding.listener import get_listener
+    from onboarding.live import render_progress
+
+    async def subscribers() -> int:
+        return get_listener(render_progress).subscriber_count
+
+    clients = [sse_connect(admin_user) for _ in range(3)]
+    for client in clients:
+        client.next_event()
+    assert asgi_server.run(subscribers()) == 3
+
+    for client in clients:
+        client.close()
+
+    wait_for(lambda: asgi_server.run(subscribers()) == 0, timeout=10)
+
+
 def test_stream_survives_the_listener_connection_being_terminated(
     sse_connect, team, admin_user, repositories
 ):
