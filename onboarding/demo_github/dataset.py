@@ -193,6 +193,9 @@ def build_dataset(
 ) -> Dataset:
     """Generate the demo organisation with ``pr_count`` PRs created in the last ``days`` days."""
     now = now or default_now()
+    if now.tzinfo is None:
+        now = now.replace(tzinfo=UTC)  # a naive anchor is taken as UTC, like GitHub's times
+    now = _seconds(now)
     rng = random.Random(seed)
     people = {
         login: _account(

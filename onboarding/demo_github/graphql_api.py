@@ -302,6 +302,15 @@ def _commit_authors(commit: Commit, info: GraphQLResolveInfo) -> list[dict[str, 
     return authors
 
 
+def _repositories(owner: Account, info: GraphQLResolveInfo, **args: Any) -> dict[str, Any] | None:
+    ctx: QueryContext = info.context
+    dataset = ctx.dataset
+    repos = dataset.repositories if owner is dataset.org else dataset.personal_repositories
+    if owner is dataset.viewer and args.get("ownerAffiliations") != ["OWNER"]:
+        repos = dataset.personal_repositories + dataset.repositories  # member of the org too
+    return connection([r for r in repos if r.full_name.lower() not in ctx.missing], info, args)
+
+
 def _owner_of(repo: Repository, info: GraphQLResolveInfo) -> Account:
     dataset = info.context.dataset
     return dataset.org if repo.owner == dataset.org.login else dataset.viewer
@@ -376,6 +385,7 @@ for _type in ("User", "Bot", "Organization"):
     FIELDS[(_type, "createdAt")] = lambda a, _i, **_: iso(a.created_at)
     FIELDS[(_type, "url")] = lambda a, info, **_: _web(info, a.rest_login)
     FIELDS[(_type, "avatarUrl")] = lambda a, info, **_: _web(info, f"avatars/{a.database_id}")
+    FIELDS[(_type, "repositories")] = _repositories
 
 
 def _resolve(source: Any, info: GraphQLResolveInfo, **args: Any) -> Any:
