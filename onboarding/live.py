@@ -76,20 +76,26 @@ STOP_POLLING = 286
 # The stream renders a team's fragment once per change for all of that team's viewers and puts
 # each viewer's own CSRF token in afterwards.
 _CSRF_PLACEHOLDER = "csrf-token-placeholder-0b9e"
+_CSRF_PLACEHOLDER_BYTES = _CSRF_PLACEHOLDER.encode()
+_KEEPALIVE = b": keepalive\n\n"
 _NOT_LOGGED_IN = "Your session has ended. Log in again to follow the progress."
 
 
 @dataclass(frozen=True)
 class RenderedProgress:
     html: str
-    # The whole `progress` event, formatted once for every viewer of the team; each stream
-    # only puts its own CSRF token in.
-    event: str
+    # The whole `progress` event, encoded once for every stream of the team (bytes pass
+    # through Django's streaming response without a per-stream encode).
+    event: bytes
     finished: bool
     running: bool
 
-    def event_for(self, csrf_token: str) -> str:
-        return self.event.replace(_CSRF_PLACEHOLDER, csrf_token)
+    def event_for(self, csrf_token: str) -> bytes:
+        """The event with this stream's own CSRF token (only a failed run's Retry form has
+        one)."""
+        if _CSRF_PLACEHOLDER_BYTES not in self.event:
+            return self.event
+        return self.event.replace(_CSRF_PLACEHOLDER_BYTES, csrf_token.encode())
 
 
 def render_progress(team_id: int) -> RenderedProgress:
@@ -98,7 +104,7 @@ def render_progress(team_id: int) -> RenderedProgress:
     html = render_to_string(TEMPLATE, {"p": snapshot, "csrf_token": _CSRF_PLACEHOLDER})
     return RenderedProgress(
         html=html,
-        event=sse_event("progress", html),
+        event=sse_event("progress", html).encode(),
         finished=snapshot.finished,
         running=snapshot.is_running,
     )
@@ -144,7 +150,7 @@ async def progress_stream(request: HttpRequest) -> HttpResponse:
     return response
 
 
-async def _event_stream(listener: Listener, team_id: int, csrf_token: str) -> AsyncIterator[str]:
+async def _event_stream(listener: Listener, team_id: int, csrf_token: str) -> AsyncIterator[bytes]:
     # Subscribe before the first read: a change committed after the read is then always
     # delivered, and one committed before it is in the snapshot.
     subscription = listener.subscribe(team_id)
@@ -156,7 +162,7 @@ async def _event_stream(listener: Listener, team_id: int, csrf_token: str) -> As
         while True:
             yield shown.result.event_for(csrf_token)
             if shown.result.finished:
-                yield sse_event("done", "done")
+                yield sse_event("done", "done").encode()
                 return
             while True:
                 try:
@@ -168,7 +174,7 @@ async def _event_stream(listener: Listener, team_id: int, csrf_token: str) -> As
                         # Elapsed times move and a worker may die without any NOTIFY: ask for
                         # a refresh (one read for all of the team's streams).
                         listener.request_read(team_id, "refresh", unless_younger_than=keepalive / 2)
-                    yield ": keepalive\n\n"
+                    yield _KEEPALIVE
                     continue
                 if delivery is None:  # the listener stopped
                     return

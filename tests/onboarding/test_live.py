@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 
+import httpx2 as httpx
 import pytest
 from django.contrib.auth import get_user_model
 from django.db import connection, transaction
@@ -234,6 +235,35 @@ def test_stream_sends_done_and_closes_when_the_pipeline_fails(
     assert "GitHub connection is broken: reconnect GitHub" in event.data
     assert client.next_event().event == "done"
     assert client.ended.wait(5)
+
+
+def test_retry_form_in_a_streamed_fragment_carries_this_viewers_csrf_token(
+    asgi_server, sse_connect, team, admin_user, repositories
+):
+    run = transitions.start_pipeline(team, [r.pk for r in repositories])
+    attempt = transitions.begin_stage(run.pk, PipelineStatus.SYNCING, job_id=None)
+    transitions.fail_stage(attempt.pk, "GitHub answered 502 too many times.")
+    client = sse_connect(admin_user)
+    event = client.next_event()
+    form = re.search(
+        r'<form method="post" action="([^"]+)">\s*<input type="hidden"'
+        r' name="csrfmiddlewaretoken" value="([^"]+)">',
+        event.data,
+    )
+    assert form, event.data
+    csrf_cookie = re.search(r"csrftoken=([^;]+)", client.headers.get("set-cookie", ""))
+    assert csrf_cookie, "the stream sets the CSRF cookie the form's token belongs to"
+
+    # Submitting that form, as the browser would, resumes the pipeline.
+    response = httpx.post(
+        asgi_server.url + form.group(1),
+        data={"csrfmiddlewaretoken": form.group(2)},
+        cookies={**client.cookies, "csrftoken": csrf_cookie.group(1)},
+    )
+
+    assert response.status_code == 302
+    team.refresh_from_db()
+    assert team.pipeline_status == PipelineStatus.SYNCING
 
 
 def test_stream_of_a_finished_pipeline_sends_the_snapshot_then_done(
