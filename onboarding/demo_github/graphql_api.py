@@ -246,6 +246,19 @@ def _pull_requests(
     return connection(pulls, info, args)
 
 
+def _pull_request(repo: Repository, info: GraphQLResolveInfo, number: int) -> PullRequest | None:
+    pr = info.context.dataset.pulls_by_number.get(repo.name, {}).get(number)
+    if pr is None:
+        info.context.errors.append(
+            _error(
+                info,
+                "NOT_FOUND",
+                f"Could not resolve to a PullRequest with the number of {number}.",
+            )
+        )
+    return pr
+
+
 def _repository(
     _root: Any, info: GraphQLResolveInfo, owner: str, name: str, **_: Any
 ) -> Repository | None:
@@ -337,9 +350,7 @@ FIELDS: dict[tuple[str, str], Callable[..., Any]] = {
     ("Repository", "createdAt"): lambda r, _i, **_: iso(r.created_at),
     ("Repository", "pushedAt"): lambda r, _i, **_: iso(r.pushed_at),
     ("Repository", "pullRequests"): _pull_requests,
-    ("Repository", "pullRequest"): lambda r, info, number, **_: (
-        info.context.dataset.pulls_by_number.get(r.name, {}).get(number)
-    ),
+    ("Repository", "pullRequest"): _pull_request,
     ("PullRequest", "id"): lambda pr, _i, **_: pr.node_id,
     ("PullRequest", "databaseId"): lambda pr, _i, **_: pr.database_id,
     ("PullRequest", "isDraft"): lambda pr, _i, **_: pr.is_draft,

@@ -177,6 +177,31 @@ def test_unmodelled_fields_read_as_empty_instead_of_failing(demo_github):
     assert data["data"]["repository"]["pullRequests"]["nodes"][0]["number"] > 0
 
 
+def test_a_long_prs_commits_page_on_through_pull_request_by_number(demo_github):
+    gh = client(demo_github)
+    huge = max(demo_github.dataset.pull_requests, key=lambda pr: len(pr.commits))
+    query = """
+    query($name: String!, $number: Int!, $after: String) {
+      repository(owner: "tformance-demo", name: $name) { pullRequest(number: $number) {
+        commits(first: 50, after: $after) {
+          totalCount pageInfo { hasNextPage endCursor } nodes { commit { oid } } } } } }
+    """
+    variables = {"name": huge.repository.name, "number": huge.number, "after": None}
+    oids = []
+    while True:
+        _, data = gh.requester.graphql_query(query, variables)
+        commits = data["data"]["repository"]["pullRequest"]["commits"]
+        oids += [node["commit"]["oid"] for node in commits["nodes"]]
+        if not commits["pageInfo"]["hasNextPage"]:
+            break
+        variables["after"] = commits["pageInfo"]["endCursor"]
+
+    assert commits["totalCount"] == len(huge.commits) > 100
+    assert oids == [commit.oid for commit in huge.commits]
+    with pytest.raises(github.UnknownObjectException):
+        gh.requester.graphql_query(query, variables | {"number": 99999, "after": None})
+
+
 def test_commit_authors_list_the_co_authors_from_trailers(demo_github_small):
     gh = client(demo_github_small)
     query = """
