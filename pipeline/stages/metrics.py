@@ -53,10 +53,9 @@ METRIC_COLUMNS = (
 # and one row per member; a NULL member (bot, no author) is only kept inside the team row.
 UPSERT_WEEKS_SQL = f"""
 WITH pr AS (
+    -- Only what the aggregates read: this is materialised once for the three of them, and a
+    -- narrow row keeps it in memory for large teams.
     SELECT
-        p.created_at,
-        p.merged_at,
-        p.first_review_at,
         p.additions + p.deletions AS size,
         p.review_rounds,
         p.is_revert,
@@ -100,7 +99,7 @@ merged AS (
             AS human_size_median,
         count(*) FILTER (WHERE is_revert) AS reverts
     FROM pr
-    WHERE merged_at IS NOT NULL
+    WHERE merged_week IS NOT NULL
     GROUP BY GROUPING SETS ((merged_week), (merged_week, member))
     HAVING GROUPING(member) = 1 OR member IS NOT NULL
 ),
@@ -110,7 +109,7 @@ reviewed AS (
         CASE WHEN GROUPING(member) = 1 THEN '' ELSE member END AS member_login,
         percentile_cont(0.5) WITHIN GROUP (ORDER BY review_wait_hours) AS review_wait_median
     FROM pr
-    WHERE first_review_at IS NOT NULL
+    WHERE reviewed_week IS NOT NULL
     GROUP BY GROUPING SETS ((reviewed_week), (reviewed_week, member))
     HAVING GROUPING(member) = 1 OR member IS NOT NULL
 ),
@@ -161,7 +160,7 @@ def compute_weekly_metrics(team_id: int, repository_ids: list[int]) -> dict[str,
     with transaction.atomic(), connection.cursor() as cursor:
         # Sorting for the ordered-set aggregates stays in memory for large teams; SET LOCAL
         # ends with this transaction and never leaks to the next user of the connection.
-        cursor.execute("SET LOCAL work_mem = '64MB'")
+        cursor.execute("SET LOCAL work_mem = '256MB'")
         cursor.execute(
             UPSERT_WEEKS_SQL, {"team_id": team_id, "repository_ids": list(repository_ids)}
         )
