@@ -10,6 +10,7 @@ from django.views.decorators.http import require_GET
 
 from onboarding import dashboard as dashboard_data
 from onboarding.http import AuthenticatedHttpRequest, team_of
+from onboarding.progress import build_snapshot
 from pipeline.models import Insight, PipelineRun, PullRequest
 
 PRS_PER_PAGE = 25
@@ -46,6 +47,9 @@ def dashboard(request: AuthenticatedHttpRequest) -> HttpResponse:
         "rows": rows,
         "ai_only": ai_only,
         "latest_run": latest_run,
+        # What the last run skipped or did without (e.g. signatures only, no LLM): the numbers
+        # below should be read with it.
+        "run_notes": build_snapshot(team.pk).notes if latest_run else [],
     }
     if request.htmx and request.htmx.target == "pr-table":
         return render(request, "onboarding/_pr_table.html", context)

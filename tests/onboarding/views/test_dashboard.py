@@ -10,7 +10,8 @@ from django.urls import reverse
 from django.utils import timezone
 
 from onboarding.models import Repository, Team
-from pipeline.models import AIVerdict, Insight, PullRequest, WeeklyMetric
+from pipeline import transitions
+from pipeline.models import AIVerdict, Insight, PipelineRun, PullRequest, WeeklyMetric
 from pipeline.status import PipelineStatus
 
 pytestmark = pytest.mark.django_db
@@ -173,3 +174,17 @@ def test_another_teams_data_never_appears(member_client, team, other_team):
     assert "Globex secret merger" not in page
     assert "Globex insight" not in page
     assert "<svg" not in page
+
+
+def test_dashboard_says_when_detection_used_signatures_only(member_client, team, repositories):
+    run = transitions.start_pipeline(team, [repositories[0].pk])
+    PipelineRun.objects.filter(pk=run.pk).update(
+        summary={
+            "llm": {
+                "configured": False,
+                "message": "No LLM is configured: AI detection used signatures only.",
+            }
+        }
+    )
+    page = member_client.get(reverse("dashboard")).content.decode()
+    assert "No LLM is configured: AI detection used signatures only." in page

@@ -10,6 +10,7 @@ from django.urls import reverse
 
 from onboarding import crypto
 from onboarding.models import GitHubConnection
+from pipeline import transitions
 from tests.onboarding.views.conftest import SECRET_TOKEN, connect
 
 pytestmark = pytest.mark.django_db
@@ -230,3 +231,17 @@ def test_oauth_flow_exchanges_the_code_and_connects(
     assert crypto.decrypt_token(connection.encrypted_token) == demo_github_small.token
     page = member_client.get(reverse("connect_github")).content.decode()
     assert demo_github_small.token not in page
+
+
+def test_token_appears_in_no_page_partial_or_endpoint(member_client, team, repositories):
+    connect(team, "http://127.0.0.1:9", token=SECRET_TOKEN)
+    ciphertext = bytes(GitHubConnection.objects.get(team=team).encrypted_token).decode()
+    pages = ["home", "connect_github", "select_repositories", "repository_list", "dashboard"]
+    bodies = [member_client.get(reverse(name), follow=True).content for name in pages]
+    transitions.start_pipeline(team, [repositories[0].pk])
+    for name in ("progress", "progress_fragment", "progress_status", "dashboard"):
+        bodies.append(member_client.get(reverse(name)).content)
+    for body in bodies:
+        text = body.decode()
+        assert SECRET_TOKEN not in text
+        assert ciphertext not in text
