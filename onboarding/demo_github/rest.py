@@ -15,7 +15,14 @@ from typing import Any
 from urllib.parse import urlencode
 
 from onboarding.demo_github import cast
-from onboarding.demo_github.dataset import Account, Dataset, PullRequest, Repository
+from onboarding.demo_github.dataset import (
+    Account,
+    Commit,
+    Dataset,
+    PullRequest,
+    Repository,
+    Review,
+)
 
 DOCS = "https://docs.github.com/rest"
 
@@ -147,6 +154,29 @@ def pull_json(dataset: Dataset, pr: PullRequest, api: str, web: str) -> dict[str
     }
 
 
+def commit_json(commit: Commit) -> dict[str, Any]:
+    person = {
+        "name": commit.author_name,
+        "email": commit.author_email,
+        "date": iso(commit.authored_date),
+    }
+    return {
+        "sha": commit.oid,
+        "commit": {"message": commit.message, "author": person, "committer": person},
+    }
+
+
+def review_json(review: Review, api: str, web: str) -> dict[str, Any]:
+    return {
+        "id": review.database_id,
+        "node_id": review.node_id,
+        "user": account_json(review.author, api, web),
+        "body": review.body,
+        "state": review.state,
+        "submitted_at": iso(review.submitted_at),
+    }
+
+
 def paginate(
     items: list[Any], query: dict[str, str], page_url: str
 ) -> tuple[list[Any], dict[str, str]]:
@@ -182,6 +212,12 @@ ROUTES = [
     ("repo", re.compile(r"^/repos/(?P<owner>[^/]+)/(?P<name>[^/]+)$")),
     ("pulls", re.compile(r"^/repos/(?P<owner>[^/]+)/(?P<name>[^/]+)/pulls$")),
     ("pull", re.compile(r"^/repos/(?P<owner>[^/]+)/(?P<name>[^/]+)/pulls/(?P<number>\d+)$")),
+    (
+        "pull_part",
+        re.compile(
+            r"^/repos/(?P<owner>[^/]+)/(?P<name>[^/]+)/pulls/(?P<number>\d+)/(?P<part>commits|reviews)$"
+        ),
+    ),
 ]
 
 
@@ -244,4 +280,12 @@ def handle_get(
     pr = dataset.pulls_by_number.get(repo.name, {}).get(int(args["number"]))
     if pr is None:
         raise RestError(404, "Not Found", f"{DOCS}/pulls/pulls#get-a-pull-request")
-    return pull_json(dataset, pr, api, web), {}
+    if route == "pull":
+        return pull_json(dataset, pr, api, web), {}
+    # One PR's commits or reviews: what a REST-only sync needs per PR on top of the list.
+    page_url = f"{api}/repos/{repo.full_name}/pulls/{pr.number}/{args['part']}"
+    if args["part"] == "commits":
+        page, headers = paginate(pr.commits, query, page_url)
+        return [commit_json(commit) for commit in page], headers
+    page, headers = paginate(pr.reviews, query, page_url)
+    return [review_json(review, api, web) for review in page], headers

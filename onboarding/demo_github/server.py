@@ -29,6 +29,7 @@ from onboarding.demo_github.dataset import (
     get_dataset,
 )
 from onboarding.demo_github.graphql_api import QueryContext, parse_query, run_query
+from onboarding.demo_github.schema import load_schema
 
 logger = logging.getLogger(__name__)
 
@@ -341,6 +342,7 @@ class DemoGitHubServer:
     # Life cycle ----------------------------------------------------------------------------
 
     def start(self) -> DemoGitHubServer:
+        load_schema()  # about a second, once per process: pay it before the first query
         self._thread = threading.Thread(
             target=self._http.serve_forever, name="demo-github", daemon=True
         )
@@ -348,6 +350,7 @@ class DemoGitHubServer:
         return self
 
     def serve_forever(self) -> None:
+        load_schema()
         self._http.serve_forever()
 
     def stop(self) -> None:

@@ -71,6 +71,23 @@ def test_conditional_request_with_etag_gets_a_free_304(demo_github):
     assert answer.value.headers["X-RateLimit-Remaining"] == "4999"  # only the first one paid
 
 
+def test_rest_pull_request_details_match_the_graphql_data(demo_github):
+    gh = client(demo_github, per_page=100)
+    pr = next(p for p in demo_github.dataset.pull_requests if len(p.reviews) >= 2)
+
+    rest_pr = gh.get_repo(pr.repository.full_name).get_pull(pr.number)
+
+    assert (rest_pr.title, rest_pr.merged, rest_pr.additions) == (
+        pr.title,
+        pr.merged_at is not None,
+        pr.additions,
+    )
+    assert [c.sha for c in rest_pr.get_commits()] == [c.oid for c in pr.commits]
+    assert [(r.state, r.user.login) for r in rest_pr.get_reviews()] == [
+        (r.state, r.author.rest_login) for r in pr.reviews
+    ]
+
+
 def test_graphql_page_lists_prs_newest_updated_first_with_commits_and_reviews(demo_github):
     gh = client(demo_github)
 
