@@ -52,4 +52,5 @@ def screenshot(browser_page):
         browser_page.screenshot(path=str(path), full_page=full_page)
         return path
 
+    take.folder = SCREENSHOTS
     return take

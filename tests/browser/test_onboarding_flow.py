@@ -128,3 +128,4 @@ def test_sign_up_to_dashboard_with_live_progress(
     assert page.locator(".pr-table tbody tr").count() > 0
     screenshot("07-dashboard")
     screenshot("08-dashboard-full", full_page=True)
+    page.locator("#pr-table").screenshot(path=str(screenshot.folder / "09-dashboard-pr-table.png"))

@@ -188,3 +188,18 @@ def test_dashboard_says_when_detection_used_signatures_only(member_client, team,
     )
     page = member_client.get(reverse("dashboard")).content.decode()
     assert "No LLM is configured: AI detection used signatures only." in page
+
+
+def test_markers_on_a_pr_not_counted_as_ai_are_labelled_as_such(member_client, team, repositories):
+    reviewed = add_pr(team, repositories[0], 1, title="Bump eslint")
+    AIVerdict.objects.create(
+        pull_request=reviewed,
+        team=team,
+        is_ai_assisted=False,
+        source=AIVerdict.Source.NONE,
+        signature_hits=[{"tool": "CodeRabbit", "evidence": "reviewed by coderabbitai[bot]"}],
+    )
+    page = member_client.get(reverse("dashboard")).content.decode()
+    assert "Markers seen, not counted as AI authorship:" in page
+    assert "CodeRabbit: reviewed by coderabbitai[bot]" in page
+    assert "no AI marker found" not in page
