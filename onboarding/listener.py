@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import psycopg
+from django.conf import settings
 from django.db import InterfaceError, OperationalError, connections
 from psycopg import sql
 
@@ -43,6 +44,10 @@ APPLICATION_NAME = "tformance live listener"
 NOTIFIES_TIMEOUT_SECONDS = 30.0
 RECONNECT_FIRST_DELAY_SECONDS = 0.2
 RECONNECT_MAX_DELAY_SECONDS = 5.0
+# Idle streams get a keepalive comment this often (settings.LIVE_KEEPALIVE_SECONDS overrides),
+# and every watched team is re-read as often: elapsed times move and a worker can die without
+# any NOTIFY. Streams send such a refresh only when it differs from what they showed.
+KEEPALIVE_SECONDS = 15.0
 
 # Connection parameters of Django's that are not libpq/psycopg connect() arguments.
 _NOT_CONNECT_ARGUMENTS = {"cursor_factory", "context"}
@@ -70,6 +75,14 @@ class Delivery:
     result: Any
 
 
+# Put in idle streams' queues every keepalive interval: "send a keepalive comment".
+TICK = Delivery(sequence=0, reason="tick", result=None)
+
+
+def keepalive_seconds() -> float:
+    return float(getattr(settings, "LIVE_KEEPALIVE_SECONDS", KEEPALIVE_SECONDS))
+
+
 @dataclass(eq=False)
 class Subscription:
     team_id: int
@@ -78,8 +91,13 @@ class Subscription:
 
     def deliver(self, delivery: Delivery | None) -> None:
         if self.queue.full():
-            self.queue.get_nowait()
+            self.queue.get_nowait()  # an older delivery or a tick: superseded
         self.queue.put_nowait(delivery)
+
+    def tick(self) -> None:
+        # A stream with something to send needs no keepalive.
+        if self.queue.empty():
+            self.queue.put_nowait(TICK)
 
 
 @dataclass
@@ -122,6 +140,7 @@ class Listener:
             max_workers=1, thread_name_prefix="live-reader"
         )
         self._task = loop.create_task(self._listen_forever(), name="live-listener")
+        self._ticker = loop.create_task(self._tick_forever(), name="live-keepalive")
         self.reconnects = 0
 
     # --- subscribers ---------------------------------------------------------------------
@@ -217,6 +236,16 @@ class Listener:
         for team_id in list(self._subscribers):
             self.request_read(team_id, "resync")
 
+    async def _tick_forever(self) -> None:
+        # One timer for all streams rather than a timeout per stream per event.
+        while not self._stopping:
+            interval = keepalive_seconds()
+            await asyncio.sleep(interval)
+            for team_id, subscribers in list(self._subscribers.items()):
+                for subscription in subscribers:
+                    subscription.tick()
+                self.request_read(team_id, "refresh", unless_younger_than=interval / 2)
+
     async def _listen_forever(self) -> None:
         delay = RECONNECT_FIRST_DELAY_SECONDS
         connected_before = False
@@ -254,11 +283,13 @@ class Listener:
         database is dropped), and wake the streams so they end."""
         self._stopping = True
         self._listening.clear()
+        self._ticker.cancel()
         self._task.cancel()
-        try:
-            await self._task
-        except (asyncio.CancelledError, psycopg.Error):
-            pass
+        for task in (self._ticker, self._task):
+            try:
+                await task
+            except (asyncio.CancelledError, psycopg.Error):
+                pass
         await self.loop.run_in_executor(self._reader, connections.close_all)
         self._reader.shutdown(wait=True)
         for subscribers in self._subscribers.values():

@@ -40,13 +40,11 @@ user's own team; a user without a team gets 404, an anonymous request 403.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from asgiref.sync import sync_to_async
-from django.conf import settings
 from django.db import connections
 from django.http import (
     HttpRequest,
@@ -60,14 +58,12 @@ from django.template.loader import render_to_string
 from django.views.decorators.http import require_GET
 
 from onboarding.http import team_of
-from onboarding.listener import Listener, get_listener
+from onboarding.listener import TICK, Listener, get_listener
 from onboarding.progress import ProgressSnapshot, build_snapshot
 
 logger = logging.getLogger(__name__)
 
 TEMPLATE = "onboarding/_progress.html"
-# settings.LIVE_KEEPALIVE_SECONDS overrides it.
-KEEPALIVE_SECONDS = 15.0
 # How long a new stream waits for the listener's LISTEN before reading its first snapshot
 # anyway (the listener re-sends a snapshot once it is listening).
 LISTEN_WAIT_SECONDS = 5.0
@@ -154,36 +150,24 @@ async def _event_stream(listener: Listener, team_id: int, csrf_token: str) -> As
     # Subscribe before the first read: a change committed after the read is then always
     # delivered, and one committed before it is in the snapshot.
     subscription = listener.subscribe(team_id)
-    keepalive = float(getattr(settings, "LIVE_KEEPALIVE_SECONDS", KEEPALIVE_SECONDS))
     try:
         await listener.wait_listening(LISTEN_WAIT_SECONDS)
-        delivery = await listener.snapshot(team_id)
-        shown = delivery
-        while True:
-            yield shown.result.event_for(csrf_token)
-            if shown.result.finished:
-                yield sse_event("done", "done").encode()
+        shown = await listener.snapshot(team_id)
+        yield shown.result.event_for(csrf_token)
+        while not shown.result.finished:
+            delivery = await subscription.queue.get()
+            if delivery is None:  # the listener stopped
                 return
-            while True:
-                try:
-                    # asyncio.timeout, not wait_for: no extra task per stream per event.
-                    async with asyncio.timeout(keepalive):
-                        delivery = await subscription.queue.get()
-                except TimeoutError:
-                    if shown.result.running:
-                        # Elapsed times move and a worker may die without any NOTIFY: ask for
-                        # a refresh (one read for all of the team's streams).
-                        listener.request_read(team_id, "refresh", unless_younger_than=keepalive / 2)
-                    yield _KEEPALIVE
-                    continue
-                if delivery is None:  # the listener stopped
-                    return
-                if delivery.sequence < shown.sequence:
-                    continue  # read before what this stream already showed
-                if delivery.reason == "refresh" and delivery.result.html == shown.result.html:
-                    continue
+            if delivery is TICK:
+                yield _KEEPALIVE
+            elif delivery.sequence < shown.sequence:
+                continue  # read before what this stream already showed
+            elif delivery.reason == "refresh" and delivery.result.html == shown.result.html:
+                continue
+            else:
                 shown = delivery
-                break
+                yield shown.result.event_for(csrf_token)
+        yield sse_event("done", "done").encode()
     finally:
         listener.unsubscribe(subscription)
 
