@@ -7,6 +7,7 @@ import re
 import time
 import urllib.error
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
 import github
@@ -271,6 +272,29 @@ def test_wrong_token_is_bad_credentials(demo_github):
     assert error.value.data["message"] == "Bad credentials"
 
 
+def test_request_without_a_token_requires_authentication(demo_github):
+    with pytest.raises(urllib.error.HTTPError) as answer:
+        urllib.request.urlopen(f"{demo_github.api_url}/user")
+
+    assert answer.value.code == 401
+    assert json.load(answer.value)["message"] == "Requires authentication"
+
+
+def test_concurrent_clients_spend_the_budget_exactly(demo_github):
+    def query_five_times(_: int) -> None:
+        gh = client(demo_github)
+        for _ in range(5):
+            pr_page(gh, "docs", first=20)
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        list(pool.map(query_five_times, range(16)))
+
+    # 80 queries of 1 + 20 x 3 nested connections = 61 requests -> 1 point each
+    _, data = client(demo_github).requester.graphql_query("query { rateLimit { remaining } }", {})
+    assert data["data"]["rateLimit"]["remaining"] == 5000 - 80 - 1
+    assert [r.status for r in demo_github.requests].count(200) == 81
+
+
 def test_revoked_token_is_refused_everywhere(demo_github):
     gh = client(demo_github)
     assert gh.get_user().login == "demo-lead"
@@ -424,6 +448,7 @@ def test_switches_work_over_http_and_reset_restores_good_behaviour(demo_github):
 
     with urllib.request.urlopen(f"{demo_github.base_url}/_demo/requests") as response:
         log = json.load(response)
+    assert demo_github.token not in json.dumps(log)
     assert [(e["path"], e["status"]) for e in log] == [
         (f"/api/v3/repos/{ORG}/api", 502),
         ("/api/v3/user", 200),
