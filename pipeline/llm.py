@@ -392,34 +392,71 @@ async def classify_async(
 _DONE = object()
 
 
-def classify(requests: list[LLMRequest], config: LLMSettings) -> Iterator[LLMOutcome]:
-    """Outcomes of ``requests`` as they complete (any order), from synchronous code.
+class Classification:
+    """``requests`` classified by an event loop in a background thread, from synchronous code.
 
-    The event loop runs in its own thread, so the caller's thread (a worker thread with Django
-    connections) stays free to write results while calls are in flight.
+    The caller's thread (a worker thread holding Django connections) stays free to do other
+    work and to write results while calls are in flight: ``ready()`` takes the outcomes known so
+    far without waiting, iterating waits for the rest. Use it as a context manager: leaving
+    early cancels the calls not yet started.
     """
-    outcomes: queue.Queue = queue.Queue()
-    cancelled = threading.Event()
 
-    def run_loop() -> None:
+    def __init__(self, requests: list[LLMRequest], config: LLMSettings) -> None:
+        self._config = config
+        self._outcomes: queue.Queue = queue.Queue()
+        self._cancelled = threading.Event()
+        self._finished = False
+        self._thread = threading.Thread(
+            target=self._run, args=(requests,), name="llm-classify", daemon=True
+        )
+        self._thread.start()
+
+    def _run(self, requests: list[LLMRequest]) -> None:
         try:
-            asyncio.run(classify_async(requests, config, outcomes.put, cancelled))
-        except BaseException as exc:  # handed to the caller's thread below
-            outcomes.put(exc)
+            asyncio.run(classify_async(requests, self._config, self._outcomes.put, self._cancelled))
+        except BaseException as exc:  # handed to the caller's thread by _take
+            self._outcomes.put(exc)
         finally:
-            outcomes.put(_DONE)
+            self._outcomes.put(_DONE)
 
-    thread = threading.Thread(target=run_loop, name="llm-classify", daemon=True)
-    thread.start()
-    try:
-        while True:
-            item = outcomes.get()
-            if item is _DONE:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        # The caller stopped early (an error while writing): start no new calls.
-        cancelled.set()
-        thread.join(timeout=config.timeout_seconds + 1)
+    def _take(self, block: bool) -> LLMOutcome | None:
+        if self._finished:
+            return None
+        try:
+            item = self._outcomes.get(block=block)
+        except queue.Empty:
+            return None
+        if item is _DONE:
+            self._finished = True
+            return None
+        if isinstance(item, BaseException):
+            self._finished = True
+            raise item
+        return item
+
+    def ready(self) -> list[LLMOutcome]:
+        """The outcomes that arrived since the last call, without waiting."""
+        taken = []
+        while (outcome := self._take(block=False)) is not None:
+            taken.append(outcome)
+        return taken
+
+    def __iter__(self) -> Iterator[LLMOutcome]:
+        while (outcome := self._take(block=True)) is not None:
+            yield outcome
+
+    def close(self) -> None:
+        self._cancelled.set()  # calls in flight finish; no new one starts
+        self._thread.join(timeout=self._config.timeout_seconds + 1)
+
+    def __enter__(self) -> Classification:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def classify(requests: list[LLMRequest], config: LLMSettings) -> Iterator[LLMOutcome]:
+    """Outcomes of ``requests`` as they complete (any order); see ``Classification``."""
+    with Classification(requests, config) as job:
+        yield from job

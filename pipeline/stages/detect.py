@@ -153,40 +153,45 @@ def run(run: PipelineRun) -> dict:
     )
     prs = PullRequest.objects.filter(team_id=run.team_id, repository_id__in=repository_ids)
     ordered_ids = list(prs.order_by("-created_at", "-pk").values_list("pk", flat=True))
-    config = llm.LLMSettings.from_django()
-    limit = settings.LLM_ONBOARDING_LIMIT if config else 0
     total = len(ordered_ids)
+    config = llm.LLMSettings.from_django()
+    tally = LLMTally(configured=config is not None)
+    step = LLMStep(run, config, tally) if config is not None else None
     report(run, prs_to_analyse=total, prs_analysed=0)
 
-    # Phase 1: signatures, newest first, so the first `limit` unsettled PRs are the LLM's.
-    candidates: list[tuple[int, PRText]] = []
     signature_assisted = 0
-    for start in range(0, total, BATCH_SIZE):
-        chunk = ordered_ids[start : start + BATCH_SIZE]
-        rows, unsettled = _signature_verdicts(run, chunk, use_llm=config is not None)
-        AIVerdict.objects.bulk_create(
-            rows,
-            update_conflicts=True,
-            unique_fields=["pull_request"],
-            update_fields=SIGNATURE_FIELDS + FINAL_FIELDS,
-        )
-        signature_assisted += sum(1 for row in rows if row.source == AIVerdict.Source.SIGNATURE)
-        candidates.extend(unsettled[: max(0, limit - len(candidates))])
-        done = min(start + BATCH_SIZE, total)
-        report(run, prs_analysed=done - len(candidates), llm_to_classify=len(candidates))
-
-    # Phase 2: the LLM for the unsettled candidates.
-    tally = LLMTally(configured=config is not None)
-    if config is not None:
-        tally.model = config.model
-        tally.earlier_attempts_tokens = _earlier_tokens(run)
-        _classify_candidates(
-            run, config, candidates, tally, analysed_before=total - len(candidates)
-        )
+    try:
+        # Signatures, newest first: the first LLM_ONBOARDING_LIMIT unsettled PRs are the LLM's,
+        # and its calls start as soon as they are known, while the older batches are matched.
+        for start in range(0, total, BATCH_SIZE):
+            chunk = ordered_ids[start : start + BATCH_SIZE]
+            rows, unsettled = _signature_verdicts(run, chunk, use_llm=step is not None)
+            AIVerdict.objects.bulk_create(
+                rows,
+                update_conflicts=True,
+                unique_fields=["pull_request"],
+                update_fields=SIGNATURE_FIELDS + FINAL_FIELDS,
+            )
+            signature_assisted += sum(1 for r in rows if r.source == AIVerdict.Source.SIGNATURE)
+            done = min(start + BATCH_SIZE, total)
+            if step is None:
+                report(run, prs_analysed=done)
+                continue
+            step.add(unsettled)
+            step.settled = done - len(step.candidates)
+            if step.full() or done == total:
+                step.start()
+            step.write(step.job.ready() if step.job else [], force=True)
+        if step is not None:
+            step.start()
+            step.finish()
+    finally:
+        if step is not None:
+            step.close()
     _write_llm_summary(run, tally)
     # llm_classified counts PRs the LLM step is done with (answered, cached or fallen back);
     # the summary says how many fell back.
-    report(run, prs_analysed=total, llm_classified=len(candidates))
+    report(run, prs_analysed=total, llm_classified=tally.candidates)
 
     verdicts = AIVerdict.objects.filter(pull_request__in=prs)
     return {
@@ -252,62 +257,96 @@ def _signature_verdicts(
     return rows, unsettled
 
 
-def _classify_candidates(
-    run: PipelineRun,
-    config: llm.LLMSettings,
-    candidates: list[tuple[int, PRText]],
-    tally: LLMTally,
-    analysed_before: int,
-) -> None:
-    verdicts = {
-        v.pull_request_id: v
-        for v in AIVerdict.objects.filter(pull_request_id__in=[pk for pk, _ in candidates])
-    }
-    requests: list[llm.LLMRequest] = []
-    for pk, text in candidates:
-        request = llm.build_request(pk, text, config.model)
-        cached = verdicts[pk]
-        if (
-            cached.llm_content_hash == request.content_hash
-            and cached.llm_prompt_version == llm.PROMPT_VERSION
-            and cached.llm_assisted is not None
-        ):
-            tally.cached += 1
-        else:
-            requests.append(request)
-    tally.candidates = len(candidates)
-    report(
-        run,
-        prs_analysed=analysed_before + tally.cached,
-        llm_to_classify=len(candidates),
-        llm_classified=tally.cached,
-    )
-    if not requests:
-        return
+class LLMStep:
+    """The LLM for the PRs signatures did not settle: collects the candidates, skips those
+    already answered for the same content and prompt, classifies the rest in the background
+    and writes answers, summary and progress as they come (in the stage's own thread)."""
 
-    pending: list[llm.LLMOutcome] = []
-    last_flush = time.monotonic()
-    finished = tally.cached
+    def __init__(self, run: PipelineRun, config: llm.LLMSettings, tally: LLMTally) -> None:
+        self.run = run
+        self.config = config
+        self.tally = tally
+        self.limit = settings.LLM_ONBOARDING_LIMIT
+        self.candidates: list[tuple[int, PRText]] = []
+        self.settled = 0  # PRs done without the LLM (for the progress count)
+        self.finished = 0  # candidates answered, cached or fallen back
+        self.job: llm.Classification | None = None
+        self.started = False
+        self.verdicts: dict[int, AIVerdict] = {}
+        self.pending: list[llm.LLMOutcome] = []
+        self.last_flush = time.monotonic()
+        tally.model = config.model
+        tally.earlier_attempts_tokens = _earlier_tokens(run)
 
-    def flush() -> None:
-        nonlocal last_flush, finished
-        rows = [_record_outcome(verdicts[o.key], o, tally) for o in pending]
-        AIVerdict.objects.bulk_update(rows, LLM_FIELDS + FINAL_FIELDS)
-        finished += len(pending)
-        pending.clear()
-        last_flush = time.monotonic()
-        _write_llm_summary(run, tally)
-        report(run, prs_analysed=analysed_before + finished, llm_classified=finished)
+    def add(self, unsettled: list[tuple[int, PRText]]) -> None:
+        if not self.started:
+            self.candidates.extend(unsettled[: max(0, self.limit - len(self.candidates))])
 
-    for outcome in llm.classify(requests, config):
-        pending.append(outcome)
-        if (
-            len(pending) >= FLUSH_EVERY_OUTCOMES
-            or time.monotonic() - last_flush >= FLUSH_EVERY_SECONDS
-        ):
-            flush()
-    if pending:
-        flush()
+    def full(self) -> bool:
+        return len(self.candidates) >= self.limit
+
+    def start(self) -> None:
+        if self.started:
+            return
+        self.started = True
+        self.verdicts = {
+            v.pull_request_id: v
+            for v in AIVerdict.objects.filter(pull_request_id__in=[pk for pk, _ in self.candidates])
+        }
+        requests: list[llm.LLMRequest] = []
+        for pk, text in self.candidates:
+            request = llm.build_request(pk, text, self.config.model)
+            stored = self.verdicts[pk]
+            if (
+                stored.llm_content_hash == request.content_hash
+                and stored.llm_prompt_version == llm.PROMPT_VERSION
+                and stored.llm_assisted is not None
+            ):
+                self.tally.cached += 1
+            else:
+                requests.append(request)
+        self.tally.candidates = len(self.candidates)
+        self.finished = self.tally.cached
+        if requests:
+            self.job = llm.Classification(requests, self.config)
+        self._report(llm_to_classify=len(self.candidates))
+
+    def write(self, outcomes: list[llm.LLMOutcome], *, force: bool = False) -> None:
+        """Buffer ``outcomes``; write them when enough have come or enough time has passed."""
+        self.pending.extend(outcomes)
+        due = (
+            force
+            or len(self.pending) >= FLUSH_EVERY_OUTCOMES
+            or time.monotonic() - self.last_flush >= FLUSH_EVERY_SECONDS
+        )
+        if not due:
+            return
+        if self.pending:
+            rows = [_record_outcome(self.verdicts[o.key], o, self.tally) for o in self.pending]
+            AIVerdict.objects.bulk_update(rows, LLM_FIELDS + FINAL_FIELDS)
+            self.finished += len(self.pending)
+            self.pending.clear()
+            _write_llm_summary(self.run, self.tally)
+        self.last_flush = time.monotonic()
+        self._report()
+
+    def finish(self) -> None:
+        if self.job is not None:
+            for outcome in self.job:
+                self.write([outcome])
+        self.write([], force=True)
+
+    def close(self) -> None:
+        if self.job is not None:
+            self.job.close()
+
+    def _report(self, **extra: int) -> None:
+        report(
+            self.run,
+            prs_analysed=self.settled + self.finished,
+            llm_classified=self.finished,
+            **extra,
+        )
 
 
 def _record_outcome(verdict: AIVerdict, outcome: llm.LLMOutcome, tally: LLMTally) -> AIVerdict:
