@@ -39,6 +39,9 @@ def test_failed_sync_shows_the_reason_live_and_retry_resumes(
     page = browser_page
     base = asgi_server.url
 
+    # GitHub refuses the token while the repository list loads: the page says why, and its
+    # Retry button loads the list once GitHub accepts it again.
+    demo.unauthorized()
     page.goto(f"{base}/")
     page.wait_for_url(f"{base}/accounts/login/?next=/")
     page.fill("#id_username", "rita")
@@ -46,7 +49,14 @@ def test_failed_sync_shows_the_reason_live_and_retry_resumes(
     page.click("button[type=submit]")
     # Home knows the team is connected and sends it to the repository step.
     page.wait_for_url(f"{base}/repositories/")
+    fetch_error = page.locator(".fetch-error")
+    fetch_error.wait_for(state="visible")
+    assert "reconnect GitHub" in fetch_error.inner_text()
+    screenshot("09-repositories-fetch-failed")
+    demo.unauthorized(False)
+    fetch_error.locator("text=Retry").click()
     page.locator("input[name=repository]").first.wait_for(state="visible")
+    assert page.locator(".fetch-error").count() == 0
     page.check("#select-all")
 
     # The token is revoked between listing and syncing.
