@@ -217,6 +217,14 @@ def test_the_token_budget_stops_new_calls(llm_server):
     assert len(llm_server.completions()) == 1
 
 
+def test_the_request_budget_caps_the_calls(llm_server):
+    outcomes = run(llm_server, {k: f"change {k}" for k in range(6)}, request_budget=2)
+
+    assert sum(1 for o in outcomes.values() if o.verdict is not None) == 2
+    assert sum(1 for o in outcomes.values() if o.error == Failure.OVER_BUDGET) == 4
+    assert len(llm_server.completions()) == 2
+
+
 def test_content_hash_follows_what_is_sent():
     pr = PRText(title="Add cache", body="b", commits=(CommitText(message="m"),))
 
