@@ -10,6 +10,7 @@ weeks before them, ending at the team's latest week with activity.
 from __future__ import annotations
 
 import datetime
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 PERIOD_WEEKS = 4
@@ -228,7 +229,7 @@ def _trend(
     previous_value: float | None,
     recent_count: int,
     previous_count: int,
-    fmt,
+    fmt: Callable[[float], str],
     *,
     rising: tuple[str, str],
     falling: tuple[str, str],
