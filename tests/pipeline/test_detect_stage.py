@@ -13,6 +13,7 @@ from django.db import connection
 from django.test import override_settings
 from django.utils import timezone
 
+from onboarding.models import GitHubConnection, Repository
 from pipeline import transitions
 from pipeline.models import (
     AIVerdict,
@@ -22,7 +23,7 @@ from pipeline.models import (
     PullRequestReview,
     StageAttempt,
 )
-from pipeline.stages import detect
+from pipeline.stages import detect, sync
 from pipeline.status import STAGE_ORDER, PipelineStatus
 from tests.conftest import wait_for
 
@@ -347,3 +348,57 @@ def test_an_ai_review_alone_does_not_make_a_pr_ai_assisted(team, repositories, l
     assert agent.is_ai_assisted and agent.source == AIVerdict.Source.LLM
     assert agent.tools == ["Cursor", "CodeRabbit"]
     assert len(llm_server.completions()) == 2  # the review did not settle either PR
+
+
+TOOL_OF_DEMO_KIND = {
+    "claude_code": "Claude Code",
+    "cursor": "Cursor",
+    "copilot": "Copilot",
+    "codex": "Codex",
+    "devin": "Devin",
+    "aider": "Aider",
+    "jules": "Jules",
+    "amp": "Amp",
+}
+
+
+@pytest.mark.django_db
+@override_settings(OPENAI_API_KEY="", OPENAI_BASE_URL="")
+def test_on_the_synced_demo_organisation_exactly_the_ai_prs_are_flagged(
+    team, demo_github_small, django_capture_on_commit_callbacks
+):
+    """The real sync over HTTP from the bundled demo GitHub, then this stage: every PR's verdict
+    matches the demo's ground truth (AI kinds with their tool; humans and traps clean)."""
+    github = GitHubConnection(
+        team=team, kind="demo", api_url=demo_github_small.api_url, account_login="octo-demo"
+    )
+    github.set_token(demo_github_small.token)
+    github.save()
+    repositories = [
+        Repository.objects.create(
+            team=team, github_id=repo.database_id, full_name=repo.full_name, selected=True
+        )
+        for repo in demo_github_small.dataset.repositories
+    ]
+    run = transitions.start_pipeline(team, [r.pk for r in repositories])
+    with django_capture_on_commit_callbacks(execute=True):
+        sync.run(run)
+
+    counts = detect.run(run)
+
+    truth = {
+        (pr.repository.full_name, pr.number): pr for pr in demo_github_small.dataset.pull_requests
+    }
+    wrong = []
+    kinds = set()
+    for verdict in AIVerdict.objects.select_related("pull_request__repository"):
+        pr = verdict.pull_request
+        demo = truth[(pr.repository.full_name, pr.number)]
+        kinds.add(demo.kind)
+        expected = TOOL_OF_DEMO_KIND.get(demo.ai_tool or "")
+        got = verdict.tools[0] if verdict.is_ai_assisted else None
+        if got != expected:
+            wrong.append((pr.repository.full_name, pr.number, demo.kind, verdict.tools))
+    assert counts["prs"] == AIVerdict.objects.count() > 0
+    assert {"claude_code", "trap_claude_person", "trap_no_ai_disclosure"} <= kinds
+    assert wrong == []
