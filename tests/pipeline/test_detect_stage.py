@@ -4,6 +4,7 @@ final verdict, the cache, fallbacks, and the run's summary and progress."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from datetime import timedelta
@@ -402,3 +403,24 @@ def test_on_the_synced_demo_organisation_exactly_the_ai_prs_are_flagged(
     assert counts["prs"] == AIVerdict.objects.count() > 0
     assert {"claude_code", "trap_claude_person", "trap_no_ai_disclosure"} <= kinds
     assert wrong == []
+
+
+@pytest.mark.django_db
+def test_a_rejected_api_key_leaves_signature_verdicts_and_a_clear_note(
+    team, repositories, mixed_prs, llm_server
+):
+    llm_server.fail_next(1, status=401)
+    run = make_run(team, repositories)
+
+    with llm_configured(llm_server, LLM_CONCURRENCY=1, OPENAI_API_KEY="sk-secret-123"):
+        counts = detect.run(run)
+
+    assert len(llm_server.completions()) == 1  # no storm of refused calls
+    assert counts["ai_assisted"] == 1  # the signature PR; the rest fell back
+    run.refresh_from_db()
+    note = run.summary["llm"]["message"]
+    assert "could not classify 3 of 3 PRs" in note and "HTTP 401" in note
+    stored = json.dumps(run.summary) + json.dumps(
+        list(AIVerdict.objects.values_list("llm_error", flat=True))
+    )
+    assert "sk-secret-123" not in stored
