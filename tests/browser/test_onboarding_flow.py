@@ -86,6 +86,8 @@ def test_sign_up_to_dashboard_with_live_progress(
     page.wait_for_url(f"{base}/progress/")
     page.evaluate("window.__sameDocument = 'yes'")
     page.locator("#progress-live").wait_for()
+    # The page listens to the server-sent events stream (not the polling fallback).
+    page.wait_for_function("document.getElementById('progress-live').dataset.live === 'on'")
     seen: list[dict[str, str]] = []
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
