@@ -194,7 +194,9 @@ async def measure(
                 latencies.append((arrived - committed_at) * 1000)
         await asyncio.sleep(0.1)
 
-    rss_mb = psutil.Process(web_pid).memory_info().rss / 2**20
+    web_process = psutil.Process(web_pid)
+    rss_mb = web_process.memory_info().rss / 2**20
+    threads = web_process.num_threads()
     connections = web_connections(url)
     for client in clients:
         client.close()
@@ -207,6 +209,7 @@ async def measure(
         "p95": percentile(latencies, 0.95) if latencies else float("nan"),
         "max": max(latencies) if latencies else float("nan"),
         "rss_mb": rss_mb,
+        "threads": threads,
         "connections": connections,
         "connect_seconds": connect_seconds,
     }
@@ -297,7 +300,8 @@ def main() -> int:
 
         print(
             f"bench/live: one uvicorn process (pid {web.pid}), {args.events} events per level,"
-            f" all clients on one team; open-files limit {open_files}"
+            f" all clients on one team; open-files limit {open_files};"
+            f" load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"
         )
         results = []
         for level in levels:
@@ -312,11 +316,13 @@ def main() -> int:
                 f"/{result['samples'] + result['lost']}"
             )
             print(
-                f"                 web RSS {result['rss_mb']:6.1f} MB;  database connections"
+                f"                 web RSS {result['rss_mb']:6.1f} MB, {result['threads']} threads;"
+                f"  database connections"
                 f" of the web process: {listen} LISTEN + {other} other"
                 f" (target: {TARGET_CONNECTIONS} LISTEN for all);"
                 f"  {level} streams opened in {result['connect_seconds']:.1f} s"
             )
+        print(f"  load average at the end: {os.getloadavg()[0]:.1f} (other work skews the figures)")
         return 0
     finally:
         web.terminate()

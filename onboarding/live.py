@@ -44,7 +44,7 @@ import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-from asgiref.sync import sync_to_async
+from asgiref.sync import SyncToAsync, sync_to_async
 from django.db import connections
 from django.http import (
     HttpRequest,
@@ -126,6 +126,24 @@ def _close_thread_connections() -> None:
         connection.close()
 
 
+def _release_request_thread() -> None:
+    """Under ASGI, Django runs a request's sync code (signal receivers, sync-only middleware
+    such as WhiteNoise) on a thread of the request's own, kept until the request ends: for an
+    endless stream, as long as the tab is open, so a thousand tabs would hold a thousand idle
+    threads. Once streaming starts that thread has nothing left to do; let it go. asgiref
+    starts a new one if the request runs sync code again (at its end), and shuts that one down
+    when the request finishes. (Uses asgiref's SyncToAsync bookkeeping; when it is not there,
+    nothing is released and nothing breaks.)"""
+    context_var = getattr(SyncToAsync, "thread_sensitive_context", None)
+    executors = getattr(SyncToAsync, "context_to_thread_executor", None)
+    if context_var is None or executors is None:
+        return
+    context = context_var.get(None)
+    executor = executors.pop(context, None) if context is not None else None
+    if executor is not None:
+        executor.shutdown(wait=False)
+
+
 async def progress_stream(request: HttpRequest) -> HttpResponse:
     """Server-Sent Events of the user's team's progress (ASGI only)."""
     if request.method != "GET":
@@ -151,6 +169,7 @@ async def _event_stream(listener: Listener, team_id: int, csrf_token: str) -> As
     # delivered, and one committed before it is in the snapshot.
     subscription = listener.subscribe(team_id)
     try:
+        _release_request_thread()
         await listener.wait_listening(LISTEN_WAIT_SECONDS)
         shown = await listener.snapshot(team_id)
         yield shown.result.event_for(csrf_token)

@@ -4,6 +4,7 @@ connected browser receives when the pipeline changes in the database."""
 from __future__ import annotations
 
 import re
+import threading
 
 import httpx2 as httpx
 import pytest
@@ -178,6 +179,24 @@ def test_closed_streams_leave_no_subscriber_behind(asgi_server, sse_connect, tea
         client.close()
 
     wait_for(lambda: asgi_server.run(subscribers()) == 0, timeout=10)
+
+
+def request_threads() -> int:
+    """Threads asgiref starts for requests' sync code (unnamed ThreadPoolExecutor workers)."""
+    return sum(1 for t in threading.enumerate() if t.name.startswith("ThreadPoolExecutor-"))
+
+
+def test_open_streams_do_not_each_hold_a_server_thread(sse_connect, team, admin_user):
+    before = request_threads()
+
+    clients = [sse_connect(admin_user) for _ in range(6)]
+    for client in clients:
+        client.next_event()
+
+    wait_for(lambda: request_threads() <= before + 1, timeout=10)
+    for client in clients:
+        client.close()
+    wait_for(lambda: request_threads() <= before + 1, timeout=10)
 
 
 def test_stream_survives_the_listener_connection_being_terminated(
