@@ -52,7 +52,7 @@ def test_failed_sync_shows_the_reason_live_and_retry_resumes(
     fetch_error = page.locator(".fetch-error")
     fetch_error.wait_for(state="visible")
     assert "reconnect GitHub" in fetch_error.inner_text()
-    screenshot("09-repositories-fetch-failed")
+    screenshot("10-repositories-fetch-failed")
     demo.unauthorized(False)
     fetch_error.locator("text=Retry").click()
     page.locator("input[name=repository]").first.wait_for(state="visible")
@@ -73,7 +73,7 @@ def test_failed_sync_shows_the_reason_live_and_retry_resumes(
     assert page.locator("[data-stage=syncing]").get_attribute("data-state") == "failed"
     # The failure arrived live, on the page as it was first loaded.
     assert page.evaluate("window.__sameDocument") == "yes"
-    screenshot("10-progress-failed")
+    screenshot("11-progress-failed")
 
     demo.unauthorized(False)
     page.click(".pipeline-progress__error button[type=submit]")
@@ -87,4 +87,4 @@ def test_failed_sync_shows_the_reason_live_and_retry_resumes(
     assert states == ["done"] * len(states)
     # Two attempts of the sync stage: the failed one and the retry, shown on the stage.
     assert "attempt 2" in page.locator("[data-stage=syncing]").inner_text()
-    screenshot("11-progress-retried-complete")
+    screenshot("12-progress-retried-complete")
