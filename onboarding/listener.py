@@ -42,6 +42,8 @@ T = TypeVar("T")
 APPLICATION_NAME = "tformance live listener"
 # How long one notifies() round waits before the liveness probe.
 NOTIFIES_TIMEOUT_SECONDS = 30.0
+CONNECT_TIMEOUT_SECONDS = 10.0
+PROBE_TIMEOUT_SECONDS = 10.0
 RECONNECT_FIRST_DELAY_SECONDS = 0.2
 RECONNECT_MAX_DELAY_SECONDS = 5.0
 # Idle streams get a keepalive comment this often (settings.LIVE_KEEPALIVE_SECONDS overrides),
@@ -251,9 +253,11 @@ class Listener:
         connected_before = False
         while not self._stopping:
             try:
-                async with await psycopg.AsyncConnection.connect(
-                    **listener_connect_kwargs(), autocommit=True
-                ) as conn:
+                async with asyncio.timeout(CONNECT_TIMEOUT_SECONDS):
+                    conn = await psycopg.AsyncConnection.connect(
+                        **listener_connect_kwargs(), autocommit=True
+                    )
+                async with conn:
                     self._connection = conn
                     await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(CHANNEL)))
                     self._listening.set()
@@ -268,13 +272,23 @@ class Listener:
                     while True:
                         async for notification in conn.notifies(timeout=NOTIFIES_TIMEOUT_SECONDS):
                             self._dispatch(notification.payload)
-                        await conn.execute("SELECT 1")
-            except psycopg.Error as exc:
+                        # A connection that died without a word (no RST) would otherwise
+                        # wait forever: the probe must answer in time.
+                        async with asyncio.timeout(PROBE_TIMEOUT_SECONDS):
+                            await conn.execute("SELECT 1")
+            except Exception as exc:
+                # Any failure (psycopg's OperationalError, a probe timeout, a bug) ends in a
+                # reconnect, never in a dead listener that silently stops every stream.
                 self._listening.clear()
                 self._connection = None
                 if self._stopping:
                     return
-                logger.warning("live listener: %s; reconnecting in %.1fs", exc, delay)
+                logger.warning(
+                    "live listener: %s; reconnecting in %.1fs",
+                    exc or type(exc).__name__,
+                    delay,
+                    exc_info=not isinstance(exc, psycopg.Error | TimeoutError),
+                )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, RECONNECT_MAX_DELAY_SECONDS)
 

@@ -3,17 +3,22 @@ connected browser receives when the pipeline changes in the database."""
 
 from __future__ import annotations
 
+import datetime
 import re
 import threading
+import time
 
 import httpx2 as httpx
 import pytest
 from django.contrib.auth import get_user_model
 from django.db import connection, transaction
+from django.utils import timezone
 
 from onboarding.listener import APPLICATION_NAME
 from onboarding.models import Membership, Repository, Team
+from onboarding.progress import DELAYED_AFTER_SECONDS
 from pipeline import progress, transitions
+from pipeline.models import PipelineRun
 from pipeline.status import PipelineStatus
 from tests.conftest import wait_for
 
@@ -312,6 +317,27 @@ def test_idle_stream_sends_keepalive_comments(sse_connect, settings, team, admin
 
     wait_for(lambda: client.keepalives >= 2, timeout=5)
     assert client.events.empty()
+
+
+def test_delay_notice_appears_without_any_database_event(
+    sse_connect, settings, team, admin_user, repositories
+):
+    """No worker is running and nothing NOTIFYs: the periodic refresh still tells the user."""
+    settings.LIVE_KEEPALIVE_SECONDS = 0.3
+    run = transitions.start_pipeline(team, [r.pk for r in repositories])
+    started = timezone.now() - datetime.timedelta(seconds=DELAYED_AFTER_SECONDS - 1)
+    PipelineRun.objects.filter(pk=run.pk).update(started_at=started)
+    client = sse_connect(admin_user)
+    assert "data-delayed" not in client.next_event().data
+
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        event = client.next_event(timeout=5)
+        if "data-delayed" in event.data:
+            break
+    else:
+        pytest.fail("the delay notice never appeared")
+    assert "Processing is delayed" in event.data
 
 
 def test_anonymous_stream_is_refused(sse_connect):
