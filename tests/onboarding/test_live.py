@@ -12,6 +12,7 @@ import httpx2 as httpx
 import pytest
 from django.contrib.auth import get_user_model
 from django.db import connection, transaction
+from django.urls import reverse
 from django.utils import timezone
 
 from onboarding.listener import APPLICATION_NAME
@@ -19,7 +20,7 @@ from onboarding.models import Membership, Repository, Team
 from onboarding.progress import DELAYED_AFTER_SECONDS
 from pipeline import progress, transitions
 from pipeline.models import PipelineRun
-from pipeline.status import PipelineStatus
+from pipeline.status import STAGE_ORDER, PipelineStatus
 from tests.conftest import wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -338,6 +339,36 @@ def test_delay_notice_appears_without_any_database_event(
     else:
         pytest.fail("the delay notice never appeared")
     assert "Processing is delayed" in event.data
+
+
+def test_a_real_run_is_watched_live_from_start_to_done(
+    start_worker, sse_connect, team, admin_user, repositories
+):
+    stages = ",".join(f"{stage}=tests.onboarding.live_stages.reporting" for stage in STAGE_ORDER)
+    start_worker({"PIPELINE_STAGE_OVERRIDES": stages})
+    client = sse_connect(admin_user)
+    assert status_of(client.next_event()) == PipelineStatus.NOT_STARTED
+
+    transitions.start_pipeline(team, [r.pk for r in repositories])
+    events = []
+    while not events or events[-1].event != "done":
+        events.append(client.next_event(timeout=60))
+
+    progress_events = [e for e in events if e.event == "progress"]
+    order = [PipelineStatus.SYNCING, *STAGE_ORDER[1:], PipelineStatus.COMPLETE]
+    seen = [order.index(status_of(e)) for e in progress_events]
+    assert seen == sorted(seen), "the page never goes back to an earlier stage"
+    assert status_of(progress_events[0]) == PipelineStatus.SYNCING
+    # The sync's counters moved while it ran, not only at its end.
+    assert {"1 / 3", "2 / 3"} & {counter_or_none(e, "repositories") for e in progress_events}, (
+        "no intermediate sync progress was streamed"
+    )
+    final = progress_events[-1]
+    assert status_of(final) == PipelineStatus.COMPLETE
+    assert all(stage_state(final, stage) == "done" for stage in STAGE_ORDER)
+    assert counter(final, "weeks_computed") == "13"
+    assert f'href="{reverse("dashboard")}"' in final.data
+    assert client.ended.wait(5)
 
 
 def test_anonymous_stream_is_refused(sse_connect):
