@@ -381,7 +381,9 @@ class PullRequestPager:
                 self.page_size.shrink()
             return min(self.max_wait_seconds, self.retry_base_seconds * 2 ** (attempt - 1))
         if error.kind == GitHubError.SECONDARY_LIMIT:
-            return min(self.max_wait_seconds, error.retry_after or 60.0)
+            wait = error.retry_after if error.retry_after is not None else 60.0
+            # A long wait is not worth a worker's time: the caller reschedules instead.
+            return wait if wait <= self.max_wait_seconds else None
         if error.kind == GitHubError.UNREACHABLE:
             return min(self.max_wait_seconds, 2 * self.retry_base_seconds * 2 ** (attempt - 1))
         return None

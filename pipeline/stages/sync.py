@@ -149,6 +149,10 @@ def _stage_error(error: GitHubError, pager: PullRequestPager) -> Exception:
     """What the engine should do with a GitHub failure the pager could not absorb."""
     if error.kind == GitHubError.RATE_LIMITED:
         return _reschedule(error.reset_at or pager.budget.reset_at)
+    if error.kind == GitHubError.SECONDARY_LIMIT and (error.retry_after or 0) > (
+        pager.max_wait_seconds
+    ):
+        return _reschedule(error.reset_at)
     if error.kind == GitHubError.AUTH:
         return StageError(BROKEN_CONNECTION_MESSAGE, retryable=False)
     if error.kind in (

@@ -402,6 +402,24 @@ def test_a_secondary_limit_is_waited_out_and_the_sync_succeeds(team, demo_github
     assert third.at - first.at >= 2  # retry-after honoured twice
 
 
+def test_a_long_secondary_limit_wait_reschedules_instead_of_holding_the_worker(
+    team, demo_github_small
+):
+    demo_github_small.secondary_limit(count=1, status=429, retry_after=600)
+    connect(team, demo_github_small)
+    repositories = add_repositories(team, demo_github_small, ["api"])
+    run = transitions.start_pipeline(team, [r.pk for r in repositories])
+
+    started = timezone.now()
+    with pytest.raises(RescheduleStage) as caught:
+        sync.run(run)
+
+    assert timezone.now() - started < datetime.timedelta(seconds=10)
+    expected = started + datetime.timedelta(seconds=600)
+    assert abs((caught.value.at - expected).total_seconds()) < 15
+    assert len(graphql_requests(demo_github_small)) == 1
+
+
 def test_github_errors_that_do_not_go_away_fail_the_attempt_as_retryable(
     team, demo_github_small, settings
 ):
