@@ -45,6 +45,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from asgiref.sync import SyncToAsync, sync_to_async
+from django.core.handlers.asgi import ASGIRequest
 from django.db import connections
 from django.http import (
     HttpRequest,
@@ -148,6 +149,14 @@ async def progress_stream(request: HttpRequest) -> HttpResponse:
     """Server-Sent Events of the user's team's progress (ASGI only)."""
     if request.method != "GET":
         return HttpResponse(status=405, headers={"Allow": "GET"})
+    if not isinstance(request, ASGIRequest):
+        # Under WSGI (runserver, gunicorn sync workers) Django would buffer this endless
+        # stream forever and hold a worker thread: refuse at once, the page polls instead.
+        return HttpResponse(
+            "The live stream needs an ASGI server (uvicorn); this page falls back to polling.",
+            status=503,
+            content_type="text/plain",
+        )
     listener = get_listener(render_progress)
     team_id = await listener.run_read(_authorized_team_id, request)
     if team_id is None:

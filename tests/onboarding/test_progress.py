@@ -332,3 +332,11 @@ def test_endpoints_show_only_the_users_own_team(client, run):
     assert body["database"]["run"] is None
     assert 'data-status="not_started"' in html
     assert f'data-run="{run.pk}"' not in html
+
+
+def test_stream_under_wsgi_refuses_at_once_instead_of_hanging(member_client):
+    # Django's test client is a WSGI-style handler, like runserver.
+    response = member_client.get(reverse("progress_stream"))
+
+    assert response.status_code == 503
+    assert "ASGI" in response.content.decode()
