@@ -289,18 +289,33 @@ def _stage_states(
     return stages
 
 
-def _queue_view(run: PipelineRun | None, now: datetime.datetime) -> QueueView:
+def _stage_job(
+    run: PipelineRun, task_name: str, attempts: list[StageAttempt]
+) -> ProcrastinateJob | None:
+    """The run's job for its current stage: the live one (todo/doing) if any, else the job of
+    the stage's latest attempt. Both lookups use indexes (procrastinate's partial index on live
+    jobs, the primary key), so the queue's growing history does not slow the page down."""
+    jobs = ProcrastinateJob.objects.select_related("worker")
+    live = (
+        jobs.filter(status__in=["todo", "doing"], task_name=task_name, args__run_id=run.pk)
+        .order_by("-id")
+        .first()
+    )
+    if live is not None:
+        return live
+    job_ids = [a.job_id for a in attempts if a.stage == run.stage and a.job_id]
+    return jobs.filter(pk=job_ids[-1]).first() if job_ids else None
+
+
+def _queue_view(
+    run: PipelineRun | None, attempts: list[StageAttempt], now: datetime.datetime
+) -> QueueView:
     alive_since = now - datetime.timedelta(seconds=settings.PIPELINE_STALLED_AFTER_SECONDS)
     live_workers = ProcrastinateWorker.objects.filter(last_heartbeat__gte=alive_since).count()
     spec = STAGE_JOBS.get(run.stage) if run is not None else None
     if spec is None:  # no run, or a complete run: no stage job to look at
         return QueueView(worker_alive=live_workers > 0, live_workers=live_workers)
-    job = (
-        ProcrastinateJob.objects.filter(task_name=spec.task_name, args__run_id=run.pk)
-        .select_related("worker")
-        .order_by("-id")
-        .first()
-    )
+    job = _stage_job(run, spec.task_name, attempts)
     if job is None:
         return QueueView(
             task_name=spec.task_name, worker_alive=live_workers > 0, live_workers=live_workers
@@ -385,7 +400,7 @@ def build_snapshot(team_id: int) -> ProgressSnapshot:
     team = Team.objects.get(pk=team_id)
     run = _current_run(team_id)
     attempts = list(run.attempts.order_by("started_at", "id")) if run is not None else []
-    queue = _queue_view(run, now)
+    queue = _queue_view(run, attempts, now)
     last_activity = _last_activity(run, attempts, queue)
     delayed = (
         team.pipeline_status in STAGE_ORDER

@@ -231,6 +231,29 @@ def test_a_doing_job_whose_worker_stopped_heartbeating_is_a_visible_mismatch(run
     assert snapshot.delayed
 
 
+def test_queue_view_of_a_failed_run_finds_its_finished_job_through_the_attempt(run):
+    job_id = job_of(run)
+    attempt = transitions.begin_stage(run.pk, SYNCING, job_id=job_id)
+    transitions.fail_stage(attempt.pk, "GitHub connection is broken: reconnect GitHub")
+    sql("UPDATE procrastinate_jobs SET status = 'failed', attempts = 4 WHERE id = %s", [job_id])
+
+    snapshot = build_snapshot(run.team_id)
+
+    assert (snapshot.queue.job_id, snapshot.queue.status) == (job_id, "failed")
+    assert snapshot.queue.attempts == 4
+    assert snapshot.mismatch == ""
+
+
+def test_failed_run_whose_job_is_still_queued_is_a_visible_mismatch(run):
+    attempt = transitions.begin_stage(run.pk, SYNCING, job_id=job_of(run))
+    transitions.fail_stage(attempt.pk, "GitHub connection is broken: reconnect GitHub")
+
+    snapshot = build_snapshot(run.team_id)
+
+    assert snapshot.queue.status == "todo"
+    assert snapshot.mismatch == "The pipeline has failed but its stage job is still queued."
+
+
 # --- the pull endpoints -------------------------------------------------------------------
 
 
