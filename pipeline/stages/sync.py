@@ -21,7 +21,7 @@ import logging
 import re
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from onboarding.github import BROKEN_CONNECTION_MESSAGE, GitHubError, client_for
@@ -359,6 +359,14 @@ def save_page(run: PipelineRun, repository: Repository, nodes: list[dict]) -> in
                 unique_fields=["pull_request", "sha"],
                 update_fields=COMMIT_UPDATE_FIELDS,
             )
+        complete = [
+            pr.pk
+            for pr in saved
+            if not ((by_number[pr.number].get("commits") or {}).get("pageInfo") or {}).get(
+                "hasNextPage", True
+            )
+        ]
+        _delete_vanished_commits(complete, list(commits))
         if reviews:
             PullRequestReview.objects.bulk_create(
                 list(reviews.values()),
@@ -367,3 +375,22 @@ def save_page(run: PipelineRun, repository: Repository, nodes: list[dict]) -> in
                 update_fields=REVIEW_UPDATE_FIELDS,
             )
     return len(saved)
+
+
+def _delete_vanished_commits(pull_request_ids: list[int], kept: list[tuple[int, str]]) -> None:
+    """A force-push rewrites a PR's commits: drop the stored commits of these PRs (whose commit
+    lists were fetched whole) that GitHub no longer lists. One statement per page."""
+    if not pull_request_ids:
+        return
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""
+            DELETE FROM {PullRequestCommit._meta.db_table} AS stored
+            WHERE stored.pull_request_id = ANY(%s)
+              AND NOT EXISTS (
+                SELECT 1 FROM unnest(%s::bigint[], %s::text[]) AS kept(pull_request_id, sha)
+                WHERE kept.pull_request_id = stored.pull_request_id AND kept.sha = stored.sha
+              )
+            """,
+            [pull_request_ids, [pk for pk, _ in kept], [sha for _, sha in kept]],
+        )

@@ -49,6 +49,7 @@ def pr_node(number: int, **overrides) -> dict:
         "labels": {"nodes": [{"name": "backend"}]},
         "commits": {
             "totalCount": 1,
+            "pageInfo": {"hasNextPage": False, "endCursor": None},
             "nodes": [
                 {
                     "commit": {
@@ -135,6 +136,22 @@ def test_saving_the_same_page_again_updates_without_duplicates(run, repositories
     pr = PullRequest.objects.get(number=2)
     assert (pr.title, pr.state) == ("Renamed", "closed")
     assert PullRequestReview.objects.get(node_id="PRR_2_3").state == "DISMISSED"
+
+
+def test_commits_rewritten_by_a_force_push_are_replaced(run, repositories):
+    before = pr_node(5)
+    before["commits"]["nodes"].append(
+        {"commit": {**before["commits"]["nodes"][0]["commit"], "oid": "f" * 40}}
+    )
+    sync.save_page(run, repositories[0], [before])
+    after = pr_node(5)
+    after["commits"]["nodes"][0]["commit"]["oid"] = "a" * 40
+    after["commits"]["pageInfo"] = {"hasNextPage": False, "endCursor": None}
+
+    sync.save_page(run, repositories[0], [after])
+
+    shas = PullRequestCommit.objects.filter(pull_request__number=5).values_list("sha", flat=True)
+    assert list(shas) == ["a" * 40]
 
 
 def test_the_same_number_in_two_repositories_is_two_prs(run, repositories):
