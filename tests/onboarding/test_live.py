@@ -158,6 +158,22 @@ def test_two_teams_streams_never_see_each_others_events(
     theirs.assert_no_event(within=1.0)
 
 
+def test_garbage_on_the_channel_is_ignored_and_the_stream_goes_on(
+    sse_connect, team, admin_user, repositories
+):
+    run = transitions.start_pipeline(team, [r.pk for r in repositories])
+    client = sse_connect(admin_user)
+    client.next_event()
+
+    with connection.cursor() as cursor:
+        for payload in ["not json", '{"team": "x"}', "{}", f'{{"team": {team.pk + 999}}}']:
+            cursor.execute("SELECT pg_notify('pipeline_status', %s)", [payload])
+    client.assert_no_event(within=1.0)
+
+    progress.report(run, prs_synced=5)
+    assert counter(client.next_event(), "prs_synced") == "5"
+
+
 def test_all_streams_of_the_process_share_one_listening_connection(
     sse_connect, team, admin_user, other_team_user
 ):
