@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import json
 import logging
 from collections.abc import Callable
@@ -202,23 +203,27 @@ class Listener:
         reads.in_flight = True
         reads.last_started = self.loop.time()
         sequence = self._next_sequence()
-        self.loop.create_task(self._read_and_deliver(team_id, reason, sequence))
+        # Submitted right away, so reads run in the order of their sequence numbers.
+        future = self.loop.run_in_executor(self._reader, _on_reader_thread, self.read_team, team_id)
+        future.add_done_callback(functools.partial(self._deliver, team_id, reason, sequence))
 
-    async def _read_and_deliver(self, team_id: int, reason: str, sequence: int) -> None:
+    def _deliver(self, team_id: int, reason: str, sequence: int, future: asyncio.Future) -> None:
         reads = self._team_reads[team_id]
-        try:
-            result = await self.run_read(self.read_team, team_id)
-        except Exception:
-            logger.exception("live reader: reading team %s failed; trying again", team_id)
-            result = None
+        reads.in_flight = False
+        if future.cancelled():
+            return
+        if future.exception() is not None:
+            logger.error(
+                "live reader: reading team %s failed; trying again",
+                team_id,
+                exc_info=future.exception(),
+            )
             if not self._stopping:
                 self.loop.call_later(1.0, self.request_read, team_id, "resync")
-        finally:
-            reads.in_flight = False
-        if result is not None:
-            delivery = Delivery(sequence, reason, result)
-            for subscription in self._subscribers.get(team_id, ()):
-                subscription.deliver(delivery)
+            return
+        delivery = Delivery(sequence, reason, future.result())
+        for subscription in self._subscribers.get(team_id, ()):
+            subscription.deliver(delivery)
         again, reads.again = reads.again, None
         if again is not None:
             self.request_read(team_id, again)
