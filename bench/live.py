@@ -13,7 +13,7 @@ Printed per level: p50/p95/max latency over every (event, client) pair, events l
 process's RSS, and the database connections it holds. Targets (issue 5): p95 <= 100 ms at
 1,000 clients, one LISTEN connection for all of them.
 
-Usage: bench/live [--clients 1,100,1000] [--events 20] [--keep]
+Usage: bench/live [--clients 1,100,1000] [--events 20] [--loop auto] [--http auto] [--keep]
 """
 
 from __future__ import annotations
@@ -220,6 +220,8 @@ def main() -> int:
     parser.add_argument("--clients", default="1,100,1000")
     parser.add_argument("--events", type=int, default=20)
     parser.add_argument("--keep", action="store_true", help="keep the scratch database")
+    parser.add_argument("--loop", default="auto", help="uvicorn --loop (auto: uvloop if installed)")
+    parser.add_argument("--http", default="auto", help="uvicorn --http (auto: httptools if any)")
     args = parser.parse_args()
     levels = [int(n) for n in args.clients.split(",")]
 
@@ -283,6 +285,10 @@ def main() -> int:
             "4096",
             "--timeout-graceful-shutdown",
             "2",
+            "--loop",
+            args.loop,
+            "--http",
+            args.http,
         ],
         cwd=BASE_DIR,
         env={**env, "PGAPPNAME": WEB_APPLICATION_NAME},
@@ -301,7 +307,8 @@ def main() -> int:
         print(
             f"bench/live: one uvicorn process (pid {web.pid}), {args.events} events per level,"
             f" all clients on one team; open-files limit {open_files};"
-            f" load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"
+            f" load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs;"
+            f" uvicorn --loop {args.loop} --http {args.http}"
         )
         results = []
         for level in levels:
