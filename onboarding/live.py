@@ -1,7 +1,7 @@
 """Live progress: the SSE stream, the polling fragment and the JSON status endpoint.
 
-Markup for the progress page (htmx 2 and its SSE extension loaded, e.g. with django-htmx's
-``{% htmx_script %}`` plus ``ext/sse.js``)::
+Markup for the progress page (htmx 2 and its SSE extension loaded: django-htmx's
+``{% htmx_script extensions="hx-sse" %}`` in the base template)::
 
     <div id="progress-live"
          hx-ext="sse"
