@@ -352,6 +352,8 @@ class PullRequestPager:
                 if wait is None:
                     raise error from None
                 last_error = error
+                if attempt == self.max_attempts:
+                    break
                 logger.info(
                     "GitHub GraphQL %s for %s (attempt %s); retrying in %.1fs with first=%s",
                     error.kind,
@@ -360,9 +362,8 @@ class PullRequestPager:
                     wait,
                     self.page_size.current,
                 )
-                if attempt < self.max_attempts:
-                    self.stats.waited_seconds += wait
-                    self.sleep(wait)
+                self.stats.waited_seconds += wait
+                self.sleep(wait)
                 continue
             data = body.get("data") or {}
             self.budget.record(data.get("rateLimit"), first)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import time
 
 import pytest
 from cryptography.fernet import Fernet
@@ -452,6 +453,27 @@ def test_github_errors_that_do_not_go_away_fail_the_attempt_as_retryable(
     assert caught.value.retryable is True
     assert caught.value.user_message == "GitHub had an error; try again."
     assert len(graphql_requests(demo_github_small)) == 5  # a few tries, not a storm
+
+
+def test_timeouts_are_retried_a_few_times_then_fail_the_attempt_as_retryable(
+    team, demo_github_small, settings
+):
+    settings.GITHUB_TIMEOUT_SECONDS = 1  # PyGithub takes whole seconds
+    settings.GITHUB_RETRY_BASE_SECONDS = 0.01
+    demo_github_small.slow(1.5)
+    connect(team, demo_github_small)
+    repositories = add_repositories(team, demo_github_small, ["api"])
+    run = transitions.start_pipeline(team, [r.pk for r in repositories])
+
+    started = time.monotonic()
+    with pytest.raises(StageError) as caught:
+        sync.run(run)
+    elapsed = time.monotonic() - started
+
+    assert caught.value.retryable is True
+    assert caught.value.user_message == "GitHub took too long to answer; try again."
+    # Five tries of 1 s each (the demo server logs only answered requests, so time it).
+    assert 5 <= elapsed < 10
 
 
 def test_a_revoked_token_fails_at_once_with_the_reconnect_message(team, demo_github_small):
