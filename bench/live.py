@@ -4,8 +4,9 @@
 One uvicorn web process serves the product's ASGI app on a scratch database (embedded
 PostgreSQL, or the server of DATABASE_URL). This process opens 1, 100 and 1,000 concurrent
 ``/progress/stream/`` connections (plain sockets speaking HTTP/1.1, so the client side costs as
-little as possible), all watching one team: the worst case, where every event goes to every
-client. It then commits progress changes the way a stage does (``pipeline.progress.report``) and
+little as possible), by default all watching one team: the worst case, where every event goes
+to every client (``--teams N`` spreads them over N teams and counts any event a client of another
+team saw). It then commits progress changes the way a stage does (``pipeline.progress.report``) and
 timestamps each commit just before COMMIT; each client timestamps the moment the fragment with
 the new number arrives. Both clocks are CLOCK_MONOTONIC on this machine.
 
@@ -13,7 +14,8 @@ Printed per level: p50/p95/max latency over every (event, client) pair, events l
 process's RSS, and the database connections it holds. Targets (issue 5): p95 <= 100 ms at
 1,000 clients, one LISTEN connection for all of them.
 
-Usage: bench/live [--clients 1,100,1000] [--events 20] [--loop auto] [--http auto] [--keep]
+Usage: bench/live [--clients 1,100,1000] [--events 20] [--teams 1] [--loop auto] [--http auto]
+                  [--keep]
 """
 
 from __future__ import annotations
@@ -156,12 +158,15 @@ def web_connections(url: str) -> dict[str, int]:
 
 
 async def measure(
-    level: int, events: int, port: int, cookie: str, run_id: int, web_pid: int, url: str
+    level: int, events: int, port: int, watchers: list[tuple[str, int]], web_pid: int, url: str
 ) -> dict:
+    """``watchers``: (session cookie, run id) of each team; client i watches team i mod n.
+    Event i changes team i mod n; only that team's clients may see it."""
     import psutil
 
     loop = asyncio.get_running_loop()
-    clients = [StreamClient(cookie) for _ in range(level)]
+    teams = len(watchers)
+    clients = [StreamClient(watchers[i % teams][0]) for i in range(level)]
     connect_started = time.monotonic()
     for batch_start in range(0, level, 100):
         await asyncio.gather(
@@ -179,20 +184,29 @@ async def measure(
 
     latencies: list[float] = []
     lost = 0
+    leaked = 0
     base = level * 1_000_000
     for index in range(events):
         value = base + index
-        committed_at = await loop.run_in_executor(None, commit_progress, run_id, value)
+        team_index = index % teams
+        audience = [c for i, c in enumerate(clients) if i % teams == team_index]
+        committed_at = await loop.run_in_executor(
+            None, commit_progress, watchers[team_index][1], value
+        )
         deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and any(value not in c.arrivals for c in clients):
+        while time.monotonic() < deadline and any(value not in c.arrivals for c in audience):
             await asyncio.sleep(0.002)
-        for client in clients:
+        for client in audience:
             arrived = client.arrivals.get(value)
             if arrived is None:
                 lost += 1
             else:
                 latencies.append((arrived - committed_at) * 1000)
         await asyncio.sleep(0.1)
+    for i, client in enumerate(clients):
+        leaked += sum(
+            1 for value in client.arrivals if (value - base) % teams != i % teams and value >= base
+        )
 
     web_process = psutil.Process(web_pid)
     rss_mb = web_process.memory_info().rss / 2**20
@@ -205,6 +219,7 @@ async def measure(
         "clients": level,
         "samples": len(latencies),
         "lost": lost,
+        "leaked": leaked,
         "p50": statistics.median(latencies) if latencies else float("nan"),
         "p95": percentile(latencies, 0.95) if latencies else float("nan"),
         "max": max(latencies) if latencies else float("nan"),
@@ -219,6 +234,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--clients", default="1,100,1000")
     parser.add_argument("--events", type=int, default=20)
+    parser.add_argument(
+        "--teams",
+        type=int,
+        default=1,
+        help="spread the clients over this many teams (1: every event goes to every client)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the scratch database")
     parser.add_argument("--loop", default="auto", help="uvicorn --loop (auto: uvloop if installed)")
     parser.add_argument("--http", default="auto", help="uvicorn --http (auto: httptools if any)")
@@ -254,16 +275,23 @@ def main() -> int:
     from pipeline import transitions
 
     call_command("migrate", verbosity=0)
-    team = Team.objects.create(name="Bench")
-    user = get_user_model().objects.create_user(username="bench", password="bench-" * 3)
-    Membership.objects.create(team=team, user=user, role=Membership.Role.ADMIN)
-    repos = [
-        Repository.objects.create(team=team, github_id=i, full_name=f"bench/r{i}") for i in range(3)
-    ]
-    run = transitions.start_pipeline(team, [r.pk for r in repos])
-    browser = Client()
-    browser.force_login(user)
-    cookie = browser.cookies["sessionid"].value
+    watchers = []
+    for number in range(args.teams):
+        team = Team.objects.create(name=f"Bench {number}")
+        user = get_user_model().objects.create_user(
+            username=f"bench{number}", password="bench-" * 3
+        )
+        Membership.objects.create(team=team, user=user, role=Membership.Role.ADMIN)
+        repos = [
+            Repository.objects.create(
+                team=team, github_id=number * 10 + i, full_name=f"bench{number}/r{i}"
+            )
+            for i in range(3)
+        ]
+        run = transitions.start_pipeline(team, [r.pk for r in repos])
+        browser = Client()
+        browser.force_login(user)
+        watchers.append((browser.cookies["sessionid"].value, run.pk))
 
     port = free_port()
     web = subprocess.Popen(
@@ -306,13 +334,13 @@ def main() -> int:
 
         print(
             f"bench/live: one uvicorn process (pid {web.pid}), {args.events} events per level,"
-            f" all clients on one team; open-files limit {open_files};"
+            f" clients spread over {args.teams} team(s); open-files limit {open_files};"
             f" load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs;"
             f" uvicorn --loop {args.loop} --http {args.http}"
         )
         results = []
         for level in levels:
-            result = run_async(measure(level, args.events, port, cookie, run.pk, web.pid, url))
+            result = run_async(measure(level, args.events, port, watchers, web.pid, url))
             results.append(result)
             listen = result["connections"].get("tformance live listener", 0)
             other = result["connections"].get(WEB_APPLICATION_NAME, 0)
@@ -320,7 +348,7 @@ def main() -> int:
                 f"  {level:>5} clients: p50 {result['p50']:7.1f} ms  p95 {result['p95']:7.1f} ms"
                 f"  max {result['max']:7.1f} ms  (target p95 <= {TARGET_P95_MS:.0f} ms,"
                 f" ratio {result['p95'] / TARGET_P95_MS:.2f})  lost {result['lost']}"
-                f"/{result['samples'] + result['lost']}"
+                f"/{result['samples'] + result['lost']}, seen by another team {result['leaked']}"
             )
             print(
                 f"                 web RSS {result['rss_mb']:6.1f} MB, {result['threads']} threads;"
