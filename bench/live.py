@@ -353,7 +353,8 @@ def main() -> int:
             print(
                 f"                 web RSS {result['rss_mb']:6.1f} MB, {result['threads']} threads;"
                 f"  database connections"
-                f" of the web process: {listen} LISTEN + {other} other"
+                f" of the web process: {listen} LISTEN + {other} Django"
+                f" (stream reader, requests in flight)"
                 f" (target: {TARGET_CONNECTIONS} LISTEN for all);"
                 f"  {level} streams opened in {result['connect_seconds']:.1f} s"
             )
