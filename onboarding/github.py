@@ -27,6 +27,9 @@ logger = logging.getLogger(__name__)
 BROKEN_CONNECTION_MESSAGE = "GitHub connection is broken: reconnect GitHub."
 UNREACHABLE_MESSAGE = "GitHub could not be reached."
 SERVER_ERROR_MESSAGE = "GitHub had an error; try again."
+FORBIDDEN_MESSAGE = (
+    "GitHub denied access; the organisation may require this token to be authorised for SSO."
+)
 
 
 class GitHubError(Exception):
@@ -44,6 +47,7 @@ class GitHubError(Exception):
     TIMEOUT = "timeout"
     SERVER = "server"
     NOT_FOUND = "not_found"
+    FORBIDDEN = "forbidden"
     OTHER = "other"
 
     def __init__(
@@ -173,10 +177,17 @@ def _map_github_exception(exc: GithubException) -> GitHubError:
     # GraphQL answers a spent budget with HTTP 200 and an error of type RATE_LIMITED; PyGithub
     # turns any GraphQL error into a GithubException(400) carrying the response.
     graphql_errors = exc.data.get("errors") if isinstance(exc.data, dict) else None
-    if isinstance(graphql_errors, list) and any(
-        isinstance(e, dict) and e.get("type") == "RATE_LIMITED" for e in graphql_errors
-    ):
+    if not isinstance(graphql_errors, list):
+        graphql_errors = None
+    error_types = {
+        e.get("type") for e in graphql_errors or () if isinstance(e, dict) and e.get("type")
+    }
+    if "RATE_LIMITED" in error_types:
         return rate_limit_error(_reset_time(headers), status)
+    # An organisation's SAML enforcement (or a token without access) answers FORBIDDEN with the
+    # data left null (https://docs.github.com/en/graphql/guides/forming-calls-with-graphql).
+    if "FORBIDDEN" in error_types:
+        return GitHubError(GitHubError.FORBIDDEN, FORBIDDEN_MESSAGE, status=status)
     if status in (403, 429):
         remaining = _header(headers, "x-ratelimit-remaining")
         retry_after = _retry_after(headers)

@@ -74,6 +74,12 @@ COMMIT_UPDATE_FIELDS = [
 ]
 REVIEW_UPDATE_FIELDS = ["state", "submitted_at", "reviewer_login", "reviewer_is_bot"]
 
+# Failures that concern one repository only: it is skipped (and reported), the others synced.
+SKIP_REASONS = {
+    GitHubError.NOT_FOUND: "not found",
+    GitHubError.FORBIDDEN: "access denied (the organisation may require SSO authorisation)",
+}
+
 # Keys of run.progress this stage owns besides the displayed counters.
 DONE_KEY = "synced_repository_ids"
 PRS_BY_REPOSITORY_KEY = "prs_by_repository"
@@ -118,10 +124,11 @@ def run(run: PipelineRun) -> dict:
         try:
             synced = _sync_repository(run, repository, pager, since, prs_by_repository)
         except GitHubError as error:
-            if error.kind != GitHubError.NOT_FOUND:
+            reason = SKIP_REASONS.get(error.kind)
+            if reason is None:
                 raise _stage_error(error, pager) from None
-            logger.info("repository %s not found on GitHub; skipped", repository.full_name)
-            _record_skip(run, repository.pk, repository.full_name, "not found")
+            logger.info("repository %s skipped: %s", repository.full_name, reason)
+            _record_skip(run, repository.pk, repository.full_name, reason)
         else:
             prs_by_repository[str(repository.pk)] = synced
             _finish_repository(run, repository, started, synced)

@@ -5,7 +5,12 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import json
+import threading
 import time
+import urllib.error
+import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from cryptography.fernet import Fernet
@@ -509,6 +514,90 @@ def test_a_vanished_repository_is_skipped_and_reported(team, demo_github_small):
         {"id": repositories[1].pk, "full_name": "tformance-demo/web", "reason": "not found"}
     ]
     assert run.progress["repositories_done"] == 2
+
+
+class SamlEnforcingProxy(BaseHTTPRequestHandler):
+    """In front of the demo GitHub: GraphQL queries about one repository get GitHub's answer for
+    an organisation that enforces SAML SSO the token was not authorised for; everything else
+    is forwarded."""
+
+    def log_message(self, format, *args) -> None:
+        pass
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        variables = json.loads(body or b"{}").get("variables") or {}
+        if variables.get("name") == self.server.protected_name:
+            self._answer(
+                200,
+                {"Content-Type": "application/json; charset=utf-8"},
+                json.dumps(
+                    {
+                        "data": {"rateLimit": None, "repository": None},
+                        "errors": [
+                            {
+                                "type": "FORBIDDEN",
+                                "path": ["repository"],
+                                "message": "Resource protected by organization SAML enforcement."
+                                " You must grant your Personal Access token access to this"
+                                " organization.",
+                            }
+                        ],
+                    }
+                ).encode(),
+            )
+            return
+        request = urllib.request.Request(
+            self.server.upstream + self.path,
+            data=body,
+            method="POST",
+            headers={k: v for k, v in self.headers.items() if k.lower() != "host"},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                self._answer(response.status, dict(response.headers), response.read())
+        except urllib.error.HTTPError as error:
+            self._answer(error.code, dict(error.headers), error.read())
+
+    def _answer(self, status: int, headers: dict, payload: bytes) -> None:
+        self.send_response(status)
+        for name, value in headers.items():
+            if name.lower() not in ("content-length", "transfer-encoding", "connection"):
+                self.send_header(name, value)
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+
+@pytest.fixture
+def saml_proxy(demo_github_small):
+    server = ThreadingHTTPServer(("127.0.0.1", 0), SamlEnforcingProxy)
+    server.upstream = demo_github_small.base_url
+    server.protected_name = "web"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/api/v3"
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_repository_behind_sso_is_skipped_with_the_reason_and_the_rest_synced(
+    team, demo_github_small, saml_proxy
+):
+    connection = connect(team, demo_github_small)
+    connection.api_url = saml_proxy
+    connection.save()
+    repositories = add_repositories(team, demo_github_small, ["api", "web"])
+    run = transitions.start_pipeline(team, [r.pk for r in repositories])
+
+    counts = sync.run(run)
+
+    assert (counts["repositories_synced"], counts["repositories_skipped"]) == (1, 1)
+    assert counts["prs_synced"] == len(in_window(demo_github_small, 90, ["api"]))
+    run.refresh_from_db()
+    (skipped,) = run.summary["skipped_repositories"]
+    assert skipped["full_name"] == "tformance-demo/web"
+    assert skipped["reason"].startswith("access denied")
 
 
 @pytest.mark.parametrize("damage", ["other_key", "no_token", "no_connection"])
