@@ -125,6 +125,10 @@ class Command(BaseCommand):
                 Membership.objects.create(team=team, user=user, role=Membership.Role.ADMIN)
 
     def _stop_children(self) -> None:
+        # A second Ctrl-C or SIGTERM (terminals and process managers often send more than one)
+        # must not cut the clean shutdown short.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         for child in reversed(self.children):
             if child.poll() is None:
                 child.send_signal(signal.SIGTERM)
