@@ -30,31 +30,15 @@ import statistics
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import psycopg
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from scratch import BASE_DIR, create_scratch_database, drop_scratch_database
 
-BASE_DIR = Path(__file__).resolve().parent.parent
 SCRATCH_DATABASE = "tformance_bench_live"
 WEB_APPLICATION_NAME = "bench-live-web"
 TARGET_P95_MS = 100.0
 TARGET_CONNECTIONS = 1
 MARKER = re.compile(rb'data-counter="prs_synced">(\d+)<')
-
-
-def scratch_url() -> str:
-    sys.path.insert(0, str(BASE_DIR))
-    from settings import embedded_postgres
-
-    url = embedded_postgres.database_url(BASE_DIR)
-    params = conninfo_to_dict(url)
-    admin = make_conninfo(url, dbname="postgres")
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{SCRATCH_DATABASE}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{SCRATCH_DATABASE}"')
-    params["dbname"] = SCRATCH_DATABASE
-    return make_conninfo("", **params)
 
 
 def raise_open_files_limit() -> int:
@@ -247,7 +231,7 @@ def main() -> int:
     levels = [int(n) for n in args.clients.split(",")]
 
     open_files = raise_open_files_limit()
-    url = scratch_url()
+    url = create_scratch_database(SCRATCH_DATABASE)
     from cryptography.fernet import Fernet
 
     # Production-like settings (DEBUG off), shared by this process and the web process: the
@@ -370,9 +354,7 @@ def main() -> int:
 
         connections.close_all()
         if not args.keep:
-            admin = make_conninfo(url, dbname="postgres")
-            with psycopg.connect(admin, autocommit=True) as conn:
-                conn.execute(f'DROP DATABASE IF EXISTS "{SCRATCH_DATABASE}" WITH (FORCE)')
+            drop_scratch_database(SCRATCH_DATABASE)
 
 
 if __name__ == "__main__":

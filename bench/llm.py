@@ -22,12 +22,11 @@ import sys
 import time
 from collections import Counter
 from datetime import timedelta
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from scratch import BASE_DIR, create_scratch_database, drop_scratch_database
 
-import psycopg  # noqa: E402
-from psycopg.conninfo import conninfo_to_dict, make_conninfo  # noqa: E402
+# The product's packages (pipeline, tests) are imported at module level.
+sys.path.insert(0, str(BASE_DIR))
 
 from pipeline.llm import LLMSettings, build_request, classify  # noqa: E402
 from pipeline.signatures import CommitText, PRText  # noqa: E402
@@ -141,33 +140,12 @@ def bench_client(args: argparse.Namespace) -> None:
 
 
 SCRATCH_DATABASE = "tformance_bench_llm"
-
-
-def scratch_url() -> str:
-    """A fresh scratch database on the product's PostgreSQL server."""
-    from settings import embedded_postgres
-
-    url = embedded_postgres.database_url(Path(__file__).resolve().parent.parent)
-    with psycopg.connect(make_conninfo(url, dbname="postgres"), autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{SCRATCH_DATABASE}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{SCRATCH_DATABASE}"')
-    params = conninfo_to_dict(url)
-    params["dbname"] = SCRATCH_DATABASE
-    return make_conninfo("", **params)
-
-
-def drop_scratch() -> None:
-    url = os.environ["DATABASE_URL"]
-    with psycopg.connect(make_conninfo(url, dbname="postgres"), autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{SCRATCH_DATABASE}" WITH (FORCE)')
-
-
 CLAUDE_FOOTER = "\n🤖 Generated with [Claude Code](https://claude.com/claude-code)"
 
 
 def bench_stage(args: argparse.Namespace) -> None:
     print(f"--- stage: llm_processing over {args.stage_prs} PRs (scratch database)")
-    os.environ["DATABASE_URL"] = scratch_url()
+    os.environ["DATABASE_URL"] = create_scratch_database(SCRATCH_DATABASE)
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "settings.base")
     import django
 
@@ -224,7 +202,7 @@ def bench_stage(args: argparse.Namespace) -> None:
     finally:
         server.stop()
         connections.close_all()
-        drop_scratch()
+        drop_scratch_database(SCRATCH_DATABASE)
     sent = counts["llm_sent"]
     print(f"counts:              {counts}")
     print(f"wall time:           {wall:.2f} s ({args.stage_prs / wall:.0f} PRs/s end to end)")

@@ -13,39 +13,16 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import sys
 import time
-from pathlib import Path
 
-import psycopg
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from scratch import create_scratch_database, drop_scratch_database, peak_rss_mb
 
-BASE_DIR = Path(__file__).resolve().parent.parent
 SCRATCH_DATABASE = "tformance_bench_metrics"
 TARGET_SECONDS = 10.0
 WEEKS = 52
 AUTHORS = 200
 REPOSITORIES = 10
-
-
-def scratch_url() -> str:
-    """A URL for a fresh scratch database on the same server as the product's database."""
-    sys.path.insert(0, str(BASE_DIR))
-    from settings import embedded_postgres
-
-    url = embedded_postgres.database_url(BASE_DIR)
-    params = conninfo_to_dict(url)
-    admin = make_conninfo(url, dbname="postgres")
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{SCRATCH_DATABASE}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{SCRATCH_DATABASE}"')
-    params["dbname"] = SCRATCH_DATABASE
-    return make_conninfo("", **params)
-
-
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: kilobytes
 
 
 def current_rss_mb() -> float:
@@ -161,7 +138,7 @@ def main() -> int:
     args = parser.parse_args()
     sizes = [int(size) for size in args.sizes.split(",")]
 
-    os.environ["DATABASE_URL"] = scratch_url()
+    os.environ["DATABASE_URL"] = create_scratch_database(SCRATCH_DATABASE)
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "settings.base")
     os.environ.setdefault("LOG_LEVEL", "WARNING")
     import django
@@ -201,9 +178,7 @@ def main() -> int:
         from django.db import connections
 
         connections.close_all()
-        url = os.environ["DATABASE_URL"]
-        with psycopg.connect(make_conninfo(url, dbname="postgres"), autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{SCRATCH_DATABASE}" WITH (FORCE)')
+        drop_scratch_database(SCRATCH_DATABASE)
     return 0
 
 

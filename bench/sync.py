@@ -28,40 +28,18 @@ import gc
 import math
 import multiprocessing
 import os
-import resource
 import sys
 import threading
 import time
 import tracemalloc
-from pathlib import Path
 
 import psycopg
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from scratch import BASE_DIR, create_scratch_database, drop_scratch_database, peak_rss_mb
 
-BASE_DIR = Path(__file__).resolve().parent.parent
 SCRATCH_DATABASE = "tformance_bench_sync"
 TARGET_PRS_PER_SECOND = 300
 TARGET_REQUESTS_PER_1000 = 25
 REST_PAGE = 100
-
-
-def scratch_url() -> str:
-    """A fresh, empty database on the same server as the product's database."""
-    sys.path.insert(0, str(BASE_DIR))
-    from settings import embedded_postgres
-
-    url = embedded_postgres.database_url(BASE_DIR)
-    params = conninfo_to_dict(url)
-    with psycopg.connect(make_conninfo(url, dbname="postgres"), autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{SCRATCH_DATABASE}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{SCRATCH_DATABASE}"')
-    params["dbname"] = SCRATCH_DATABASE
-    return make_conninfo("", **params)
-
-
-def drop_scratch(url: str) -> None:
-    with psycopg.connect(make_conninfo(url, dbname="postgres"), autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{SCRATCH_DATABASE}" WITH (FORCE)')
 
 
 class FirstRowWatcher(threading.Thread):
@@ -213,7 +191,7 @@ def main() -> int:
     args = parser.parse_args()
     sizes = [int(size) for size in args.sizes.split(",")]
 
-    url = scratch_url()
+    url = create_scratch_database(SCRATCH_DATABASE)
     os.environ["DATABASE_URL"] = url
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "settings.base")
     os.environ.setdefault("LOG_LEVEL", "WARNING")
@@ -267,7 +245,7 @@ def main() -> int:
             from django.db import connections
 
             connections.close_all()
-            drop_scratch(url)
+            drop_scratch_database(SCRATCH_DATABASE)
 
     largest = results[-1]
     rate = largest["prs"] / largest["seconds"]
@@ -293,7 +271,7 @@ def main() -> int:
             "target: flat); retained after the stage: "
             f"{small['retained_traced_mb']:.2f} MB and {big['retained_traced_mb']:.2f} MB"
         )
-    print(f"process peak RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
+    print(f"process peak RSS: {peak_rss_mb():.0f} MB")
     return 0
 
 

@@ -1,0 +1,65 @@
+"""Scratch databases for the benchmarks in bench/ (shared by sync.py, llm.py, metrics.py, live.py).
+
+A benchmark writes its synthetic data into a database of its own on the same PostgreSQL server
+as the product's database (the embedded one, or the server of DATABASE_URL), so it never touches
+real data and always starts from an empty schema. The scripts run as ``python bench/<name>.py``,
+so bench/ is sys.path[0] and they import this module as ``scratch``.
+"""
+
+from __future__ import annotations
+
+import resource
+import sys
+from pathlib import Path
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+# Server URL (admin database) of every scratch database this process created, so the drop goes
+# to the same server even after DATABASE_URL has been pointed at the scratch database itself.
+_admin_urls: dict[str, str] = {}
+
+
+def _server_url() -> str:
+    """The product's database URL, starting the embedded server if DATABASE_URL is unset."""
+    # The settings package lives at the repository root, which is not on sys.path when a script
+    # in bench/ runs; the benchmarks rely on it being there afterwards (django.setup()).
+    if str(BASE_DIR) not in sys.path:
+        sys.path.insert(0, str(BASE_DIR))
+    from settings import embedded_postgres
+
+    return embedded_postgres.database_url(BASE_DIR)
+
+
+def _drop(conn: psycopg.Connection, name: str) -> None:
+    # FORCE: a crashed earlier run (or a lingering client) may still hold connections to it.
+    conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def create_scratch_database(name: str) -> str:
+    """Create ``name`` afresh (dropping any leftover of an earlier run) on the product's server;
+    return a conninfo for it."""
+    url = _server_url()
+    # CREATE/DROP DATABASE cannot run inside the target database: go through "postgres".
+    admin_url = make_conninfo(url, dbname="postgres")
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        _drop(conn, name)
+        conn.execute(f'CREATE DATABASE "{name}"')
+    _admin_urls[name] = admin_url
+    params = conninfo_to_dict(url)
+    params["dbname"] = name
+    return make_conninfo("", **params)
+
+
+def drop_scratch_database(name: str) -> None:
+    """Drop ``name`` from the server it was created on. Close Django's connections first."""
+    admin_url = _admin_urls.pop(name, None) or make_conninfo(_server_url(), dbname="postgres")
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        _drop(conn, name)
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory so far, in MB."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: kilobytes
