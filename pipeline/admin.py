@@ -26,12 +26,13 @@ def requeue_jobs(jobs: QuerySet) -> tuple[list[str], list[str]]:
     """Re-queue what can safely be re-queued. Returns (done, refused) descriptions."""
     done: list[str] = []
     refused: list[str] = []
-    stalled = rescue.stalled_job_ids()
+    # A pipeline whose job was lost outside our code becomes failed first, so that its failed
+    # job below can resume it.
+    rescue.fail_stranded_runs()
     for job in jobs.order_by("id"):
         label = f"job {job.id} ({job.task_name})"
         if job.status == "doing":
-            if job.id in stalled:
-                rescue.requeue_job(job.id, job.queue_name)
+            if rescue.requeue_stalled_job(job.id, job.queue_name):
                 done.append(f"{label}: stalled, re-queued")
             else:
                 refused.append(f"{label}: still running on a live worker")
@@ -42,8 +43,8 @@ def requeue_jobs(jobs: QuerySet) -> tuple[list[str], list[str]]:
         stage = queue.STAGE_BY_TASK_NAME.get(job.task_name)
         if stage is None:
             # The outbox e-mail and the rescuer are idempotent: a plain re-queue is safe.
-            rescue.requeue_job(job.id, job.queue_name)
-            done.append(f"{label}: re-queued")
+            if rescue.requeue_failed_job(job.id, job.queue_name):
+                done.append(f"{label}: re-queued")
             continue
         run = PipelineRun.objects.filter(pk=(job.args or {}).get("run_id")).first()
         team = Team.objects.filter(pk=run.team_id).first() if run else None
@@ -77,7 +78,9 @@ class PipelineJobAdmin(ProcrastinateJobAdmin):
         for line in refused:
             self.message_user(request, line, messages.WARNING)
 
-    actions = [requeue, ProcrastinateJobAdmin.cancel]
+    # Procrastinate's cancel/abort actions are left out on purpose: they change the queue
+    # behind transitions' back and would strand a running pipeline.
+    actions = [requeue]
 
 
 class StageAttemptInline(admin.TabularInline):

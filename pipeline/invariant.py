@@ -6,8 +6,10 @@ for any other stage of that team. Teams in a terminal state (not_started, comple
 no live stage job. The team's status, its running run and the run's stage agree.
 
 One transient is tolerated: the job of a stage that just handed off (or failed, or rescheduled)
-may still show ``doing`` between our commit and procrastinate recording the job's end. Its
-history row is then already finished, and that is exactly what the query allows. The completion
+may still show ``doing`` between our commit and procrastinate recording the job's end. The
+history row of that very execution (job id and procrastinate's attempts counter) is then already
+finished, and that is exactly what the query allows; a retry or a rescue of the same job (same
+id, higher counter) is a live job again. The completion
 e-mail is an outbox job, not a stage job, and is not part of this check.
 """
 
@@ -31,10 +33,13 @@ live_job AS (
       JOIN stage_task st ON st.task_name = job.task_name
       LEFT JOIN pipeline_pipelinerun run ON run.id = (job.args ->> 'run_id')::bigint
      WHERE job.status IN ('todo', 'doing')
-       -- the tolerated transient: a doing job whose attempt is already recorded as finished
+       -- the tolerated transient: a doing job whose current execution (same job id, same
+       -- procrastinate attempts counter: retries reuse the id and bump the counter) is
+       -- already recorded as finished
        AND NOT (job.status = 'doing' AND EXISTS (
                SELECT 1 FROM pipeline_stageattempt att
-                WHERE att.job_id = job.id AND att.finished_at IS NOT NULL))
+                WHERE att.job_id = job.id AND att.job_attempts = job.attempts
+                  AND att.finished_at IS NOT NULL))
 ),
 team_state AS (
     SELECT team.id AS team_id, team.pipeline_status,

@@ -21,6 +21,10 @@ class PipelineRun(models.Model):
     # The stage the run is in, or the stage it failed in while state is failed.
     stage = models.CharField(max_length=32, choices=PipelineStatus.choices)
     repository_ids = models.JSONField(default=list)
+    # The procrastinate job that currently carries the run's stage. A stage job that is not this
+    # one (a stale duplicate: e.g. a rescued job whose stage was meanwhile rescheduled into a
+    # new job) does nothing, so one stage never runs twice at once.
+    current_job_id = models.BigIntegerField(null=True, blank=True)
     started_at = models.DateTimeField()
     finished_at = models.DateTimeField(null=True, blank=True)
     error = models.TextField(blank=True, default="")
@@ -58,6 +62,10 @@ class StageAttempt(models.Model):
     stage = models.CharField(max_length=32, choices=PipelineStatus.choices)
     attempt = models.PositiveIntegerField(default=1)
     job_id = models.BigIntegerField(null=True, blank=True, db_index=True)
+    # procrastinate's attempts counter of the job when it started this attempt. With job_id it
+    # identifies one execution of a job (retries reuse the id and bump the counter), which the
+    # invariant check needs to tell "this execution already handed off" from "a retry runs".
+    job_attempts = models.PositiveIntegerField(null=True, blank=True)
     started_at = models.DateTimeField()
     finished_at = models.DateTimeField(null=True, blank=True)
     duration_ms = models.PositiveIntegerField(null=True, blank=True)

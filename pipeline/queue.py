@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime
 from dataclasses import dataclass
 
+from django.db import connection
 from procrastinate.contrib.django.django_connector import DjangoConnector
 from procrastinate.manager import JobManager
 from procrastinate.tasks import configure_task
@@ -62,3 +63,24 @@ def defer(spec: JobSpec, *, schedule_at: datetime.datetime | None = None, **task
 
 def defer_stage(stage: str, *, run_id: int, schedule_at: datetime.datetime | None = None) -> int:
     return defer(STAGE_JOBS[stage], run_id=run_id, schedule_at=schedule_at)
+
+
+def live_stage_jobs(run_id: int, stage: str) -> int:
+    """How many todo/doing jobs carry ``stage`` of run ``run_id`` (on Django's connection)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM procrastinate_jobs WHERE task_name = %s"
+            " AND (args ->> 'run_id')::bigint = %s AND status IN ('todo', 'doing')",
+            [STAGE_JOBS[stage].task_name, run_id],
+        )
+        return cursor.fetchone()[0]
+
+
+def is_failed_stage_job(job_id: int, *, run_id: int, stage: str) -> bool:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT 1 FROM procrastinate_jobs WHERE id = %s AND task_name = %s"
+            " AND (args ->> 'run_id')::bigint = %s AND status = 'failed'",
+            [job_id, STAGE_JOBS[stage].task_name, run_id],
+        )
+        return cursor.fetchone() is not None

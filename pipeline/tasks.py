@@ -52,32 +52,46 @@ def run_stage_job(context: JobContext, stage: str, run_id: int) -> None:
     """Begin, run and hand off one stage; shared by the four stage tasks."""
     # Worker threads are reused across jobs: drop connections the database has closed.
     close_old_connections()
+    job = context.job
+    attempt = None
     try:
-        job = context.job
-        attempt = transitions.begin_stage(run_id, stage, job_id=job.id)
+        attempt = transitions.begin_stage(run_id, stage, job_id=job.id, job_attempts=job.attempts)
         if attempt is None:
             return  # the run moved on (re-run after a crash, superseded): nothing to do
-        try:
-            counts = stage_function(stage)(attempt.run)
-            # The hand-off is inside the try: if its transaction fails, nothing of it committed
-            # (no next job, status unchanged) and the attempt is retried or failed like any error.
-            transitions.complete_stage(attempt.pk, counts)
-        except RescheduleStage as exc:
-            transitions.reschedule_stage(attempt.pk, exc.at, exc.reason)
-        except Exception as exc:
-            if isinstance(exc, StageError):
-                logger.warning("stage %s of run %s failed: %s", stage, run_id, exc.user_message)
-            else:
-                logger.exception("stage %s of run %s failed", stage, run_id)
-            message = user_message(stage, exc)
-            task = context.app.tasks[job.task_name]
-            if task.get_retry_exception(exc, job) is not None:
-                transitions.retry_stage_later(attempt.pk, message)
-            else:
-                transitions.fail_stage(attempt.pk, message)
-            raise
+        counts = stage_function(stage)(attempt.run)
+        # The hand-off is inside the try: if its transaction fails, nothing of it committed
+        # (no next job, status unchanged) and the attempt is retried or failed like any error.
+        transitions.complete_stage(attempt.pk, counts)
+    except RescheduleStage as exc:
+        transitions.reschedule_stage(attempt.pk, exc.at, exc.reason)
+    except Exception as exc:
+        if isinstance(exc, StageError):
+            logger.warning("stage %s of run %s failed: %s", stage, run_id, exc.user_message)
+        else:
+            logger.exception("stage %s of run %s failed", stage, run_id)
+        _record_failure(context, stage, run_id, attempt, exc)
+        raise
     finally:
         close_old_connections()
+
+
+def _record_failure(context: JobContext, stage: str, run_id: int, attempt, exc: Exception) -> None:
+    """Record a failed attempt: retrying (procrastinate runs the job again) or final (the
+    pipeline fails with a user-facing message). If recording itself fails (the database went
+    away), the periodic rescuer fails the run once its job has ended: a status never claims
+    work that is not queued for longer than one rescue period."""
+    job = context.job
+    message = user_message(stage, exc)
+    final = context.app.tasks[job.task_name].get_retry_exception(exc, job) is None
+    try:
+        if attempt is None:
+            return  # nothing began; a retry begins again, a final failure leaves no live job
+        if final:
+            transitions.fail_stage(attempt.pk, message)
+        else:
+            transitions.retry_stage_later(attempt.pk, message)
+    except Exception:
+        logger.exception("could not record the failure of stage %s of run %s", stage, run_id)
 
 
 def _stage_task(stage: str):
@@ -135,4 +149,4 @@ def send_email(context: JobContext, outbox_id: int) -> None:
 @app.periodic(cron=settings.PIPELINE_RESCUE_CRON)
 @app.task(name=queue.RESCUE_JOB.task_name, queue=queue.RESCUE_JOB.queue, pass_context=True)
 async def rescue_stalled_jobs(context: JobContext, timestamp: int) -> None:
-    await rescue.requeue_stalled_jobs(context.app.job_manager)
+    await rescue.rescue()

@@ -18,10 +18,11 @@ from collections.abc import Iterable
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from onboarding.models import Membership, Repository, Team
+from onboarding.models import Repository, Team
 from pipeline import notify, queue, signals
 from pipeline.errors import InvalidSelection, PipelineNotRetryable
 from pipeline.models import EmailOutbox, PipelineRun, StageAttempt
+from pipeline.stages import email as email_stage
 from pipeline.status import STAGE_ORDER, PipelineStatus, next_status
 
 logger = logging.getLogger(__name__)
@@ -82,7 +83,8 @@ def start_pipeline(team: Team, repository_ids: Iterable) -> PipelineRun:
                 started_at=now,
                 progress={"repositories_total": len(ids), "repositories_done": 0},
             )
-            queue.defer_stage(PipelineStatus.SYNCING, run_id=run.pk)
+            run.current_job_id = queue.defer_stage(PipelineStatus.SYNCING, run_id=run.pk)
+            run.save(update_fields=["current_job_id"])
             team.pipeline_status = PipelineStatus.SYNCING
             team.pipeline_error = ""
             team.pipeline_started_at = now
@@ -112,9 +114,15 @@ def _is_current(team: Team, run: PipelineRun, stage: str) -> bool:
     )
 
 
-def begin_stage(run_id: int, stage: str, *, job_id: int | None) -> StageAttempt | None:
+def begin_stage(
+    run_id: int, stage: str, *, job_id: int | None, job_attempts: int | None = None
+) -> StageAttempt | None:
     """Record that a job starts ``stage`` of run ``run_id``; None when the run is no longer in
-    that stage (a re-run after a crash, a superseded run): the caller must then do nothing."""
+    that stage (a re-run after a crash, a superseded run) or when the job is not the one that
+    carries the stage now (a stale duplicate): the caller must then do nothing.
+
+    ``job_id``/``job_attempts`` identify the procrastinate job and its execution; None only
+    for calls outside a worker (tests, shell)."""
     with transaction.atomic():
         team_id = PipelineRun.objects.values_list("team_id", flat=True).get(pk=run_id)
         team = _lock_team(team_id)
@@ -127,6 +135,14 @@ def begin_stage(run_id: int, stage: str, *, job_id: int | None) -> StageAttempt 
                 team.pipeline_status,
             )
             return None
+        if job_id is not None and run.current_job_id not in (None, job_id):
+            logger.warning(
+                "job %s is not run %s's current job %s; skipping",
+                job_id,
+                run_id,
+                run.current_job_id,
+            )
+            return None
         now = timezone.now()
         # An attempt still marked running belongs to a worker that died (SIGKILL, OOM, host
         # loss) before recording its end; this job is its rescue.
@@ -137,6 +153,7 @@ def begin_stage(run_id: int, stage: str, *, job_id: int | None) -> StageAttempt 
             stage=stage,
             attempt=run.attempts.filter(stage=stage).count() + 1,
             job_id=job_id,
+            job_attempts=job_attempts,
             started_at=now,
         )
         notify.publish(
@@ -193,21 +210,19 @@ def complete_stage(attempt_id: int, counts: dict | None = None) -> str | None:
         # The job goes in first: if anything after it fails, the whole hand-off rolls back with
         # it (tests/pipeline/test_worker.py injects exactly that fault).
         if new_status == PipelineStatus.COMPLETE:
-            recipients = list(
-                Membership.objects.filter(team=team, role=Membership.Role.ADMIN)
-                .exclude(user__email="")
-                .values_list("user__email", flat=True)
+            outbox = EmailOutbox.objects.create(
+                run=run, team=team, recipients=email_stage.admin_recipients(team.pk)
             )
-            outbox = EmailOutbox.objects.create(run=run, team=team, recipients=recipients)
             outbox.job_id = queue.defer(queue.EMAIL_JOB, outbox_id=outbox.pk)
             outbox.save(update_fields=["job_id"])
             run.state = PipelineRun.State.COMPLETE
             run.finished_at = now
+            run.current_job_id = None
         else:
-            queue.defer_stage(new_status, run_id=run.pk)
+            run.current_job_id = queue.defer_stage(new_status, run_id=run.pk)
         _finish_attempt(attempt, StageAttempt.Outcome.SUCCEEDED, now, counts=counts or {})
         run.stage = new_status
-        run.save(update_fields=["stage", "state", "finished_at"])
+        run.save(update_fields=["stage", "state", "finished_at", "current_job_id"])
         team.pipeline_status = new_status
         if new_status == PipelineStatus.COMPLETE:
             team.pipeline_completed_at = now
@@ -263,7 +278,8 @@ def reschedule_stage(attempt_id: int, at: datetime.datetime, reason: str) -> Non
         if locked is None:
             return
         team, run, attempt = locked
-        queue.defer_stage(attempt.stage, run_id=run.pk, schedule_at=at)
+        run.current_job_id = queue.defer_stage(attempt.stage, run_id=run.pk, schedule_at=at)
+        run.save(update_fields=["current_job_id"])
         _finish_attempt(attempt, StageAttempt.Outcome.RESCHEDULED, timezone.now(), error=reason)
         notify.publish(
             team_id=team.pk,
@@ -311,6 +327,39 @@ def fail_stage(attempt_id: int, user_message: str) -> bool:
         return True
 
 
+def fail_stranded_run(run_id: int, user_message: str) -> bool:
+    """Fail a running run whose current stage has no live job left (its job was cancelled,
+    failed without our code recording it, or was given up after killing workers again and
+    again). Without this the status would claim work that is not queued, forever. Returns
+    False, changing nothing, when the run has a live job or is no longer running."""
+    with transaction.atomic():
+        team_id = PipelineRun.objects.values_list("team_id", flat=True).get(pk=run_id)
+        team = _lock_team(team_id)
+        run = PipelineRun.objects.get(pk=run_id)
+        # Checked under the team lock: a hand-off (which holds it too) cannot be half-way.
+        if not _is_current(team, run, run.stage) or queue.live_stage_jobs(run.pk, run.stage):
+            return False
+        now = timezone.now()
+        for attempt in run.attempts.filter(outcome=StageAttempt.Outcome.RUNNING):
+            _finish_attempt(attempt, StageAttempt.Outcome.FAILED, now, error=user_message)
+        run.state = PipelineRun.State.FAILED
+        run.error = user_message
+        run.finished_at = now
+        run.current_job_id = None
+        run.save(update_fields=["state", "error", "finished_at", "current_job_id"])
+        team.pipeline_status = PipelineStatus.FAILED
+        team.pipeline_error = user_message
+        team.save(update_fields=["pipeline_status", "pipeline_error"])
+        notify.publish(team_id=team.pk, run_id=run.pk, status=PipelineStatus.FAILED, event="failed")
+        stage = run.stage
+        transaction.on_commit(
+            lambda: signals.pipeline_failed.send(
+                sender=PipelineRun, team_id=team.pk, run_id=run.pk, stage=stage, error=user_message
+            )
+        )
+        return True
+
+
 def retry_pipeline(team: Team, *, failed_job_id: int | None = None) -> PipelineRun:
     """Resume a failed pipeline from the stage that failed (not from scratch).
 
@@ -328,13 +377,18 @@ def retry_pipeline(team: Team, *, failed_job_id: int | None = None) -> PipelineR
         if run is None or run.stage not in STAGE_ORDER:
             raise PipelineNotRetryable("There is no failed run to resume; start a new one.")
         if failed_job_id is not None:
+            if not queue.is_failed_stage_job(failed_job_id, run_id=run.pk, stage=run.stage):
+                raise PipelineNotRetryable(
+                    f"Job {failed_job_id} is not a failed {run.stage} job of this run."
+                )
             queue.job_manager().retry_job_by_id(job_id=failed_job_id, retry_at=timezone.now())
+            run.current_job_id = failed_job_id
         else:
-            queue.defer_stage(run.stage, run_id=run.pk)
+            run.current_job_id = queue.defer_stage(run.stage, run_id=run.pk)
         run.state = PipelineRun.State.RUNNING
         run.error = ""
         run.finished_at = None
-        run.save(update_fields=["state", "error", "finished_at"])
+        run.save(update_fields=["state", "error", "finished_at", "current_job_id"])
         team.pipeline_status = run.stage
         team.pipeline_error = ""
         team.save(update_fields=["pipeline_status", "pipeline_error"])

@@ -27,9 +27,11 @@ def env_list(name: str, default: str = "") -> list[str]:
     return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
 
 
-DEBUG = env_bool("DJANGO_DEBUG", True)
 # True when the product runs on the embedded Postgres (no DATABASE_URL): the local/dev mode.
 EMBEDDED_MODE = not os.environ.get("DATABASE_URL")
+# Debug only in the local mode unless asked for: a deployment that forgets DJANGO_DEBUG fails
+# closed (no debug pages, and the secrets below are required).
+DEBUG = env_bool("DJANGO_DEBUG", EMBEDDED_MODE)
 
 SECRET_KEY = os.environ.get("SECRET_KEY", "")
 if not SECRET_KEY:

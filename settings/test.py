@@ -6,7 +6,11 @@ in such a subprocess are read from the environment here.
 
 import os
 
-from settings.base import *  # noqa: F403
+# Against a separate server (DATABASE_URL) the base settings run as in production and require
+# a secret key; tests and their worker processes use a fixed throwaway one.
+os.environ.setdefault("SECRET_KEY", "test-only-secret-key")
+
+from settings.base import *  # noqa: E402, F403
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 EMAIL_BACKEND = os.environ.get(

@@ -16,7 +16,7 @@ from django.db import transaction
 from django.template.loader import render_to_string
 from django.utils import timezone
 
-from onboarding.models import Repository
+from onboarding.models import Membership, Repository
 from pipeline.models import AIVerdict, EmailOutbox, Insight, PipelineRun, PullRequest
 
 logger = logging.getLogger(__name__)
@@ -99,30 +99,51 @@ def send_outbox(outbox_id: int, *, final_attempt: bool) -> None:
             return
         outbox.attempts += 1
         if not outbox.recipients:
+            # Admins may have added an address since the run completed: ask again.
+            outbox.recipients = admin_recipients(outbox.team_id)
+            outbox.save(update_fields=["recipients"])
+        if not outbox.recipients:
             outbox.status = EmailOutbox.Status.FAILED
             outbox.error = "The team has no admin with an e-mail address."
             outbox.save(update_fields=["attempts", "status", "error"])
-            return
-        try:
-            # Sent while holding the row lock: a concurrent re-queue of the same row waits and
-            # then sees SENT, so the e-mail goes out once.
-            build_message(outbox).send()
-        except Exception as exc:
-            logger.warning("e-mail for run %s failed: %s", outbox.run_id, exc.__class__.__name__)
-            outbox.error = describe_error(exc)[:1000]
-            outbox.status = (
-                EmailOutbox.Status.FAILED if final_attempt else EmailOutbox.Status.PENDING
-            )
-            outbox.save(update_fields=["attempts", "status", "error"])
             error = outbox.error
         else:
-            outbox.status = EmailOutbox.Status.SENT
-            outbox.sent_at = timezone.now()
-            outbox.error = ""
-            outbox.save(update_fields=["attempts", "status", "error", "sent_at"])
+            error = _send(outbox, final_attempt=final_attempt)
     if error:
-        # Raised after the commit above, so the recorded error survives.
+        # Raised after the commit above, so the recorded error survives, and the job ends
+        # failed: staff can re-queue it from the admin.
         raise EmailNotSent(error)
+
+
+def admin_recipients(team_id: int) -> list[str]:
+    """The e-mail addresses of the team's admins: who gets "your insights are ready"."""
+    return list(
+        Membership.objects.filter(team_id=team_id, role=Membership.Role.ADMIN)
+        .exclude(user__email="")
+        .order_by("user__email")
+        .values_list("user__email", flat=True)
+    )
+
+
+def _send(outbox: EmailOutbox, *, final_attempt: bool) -> str:
+    """Send and record the outcome on the (locked) row; returns the error text, if any."""
+    error = ""
+    try:
+        # Sent while holding the row lock: a concurrent re-queue of the same row waits and
+        # then sees SENT, so the e-mail goes out once.
+        build_message(outbox).send()
+    except Exception as exc:
+        logger.warning("e-mail for run %s failed: %s", outbox.run_id, exc.__class__.__name__)
+        outbox.error = describe_error(exc)[:1000]
+        outbox.status = EmailOutbox.Status.FAILED if final_attempt else EmailOutbox.Status.PENDING
+        outbox.save(update_fields=["attempts", "status", "error"])
+        error = outbox.error
+    else:
+        outbox.status = EmailOutbox.Status.SENT
+        outbox.sent_at = timezone.now()
+        outbox.error = ""
+        outbox.save(update_fields=["attempts", "status", "error", "sent_at"])
+    return error
 
 
 class EmailNotSent(Exception):

@@ -98,14 +98,35 @@ def test_requeueing_a_failed_stage_job_resumes_the_pipeline_at_that_stage(
 
 
 def test_a_failed_job_of_a_pipeline_that_moved_on_is_refused(staff_client, team, repositories):
-    transitions.start_pipeline(team, [repositories[0].pk])
-    [(job_id,)] = sql("UPDATE procrastinate_jobs SET status = 'failed' RETURNING id")
-    # The team is still syncing (say, a newer job of the same stage runs): nothing to resume.
+    run = transitions.start_pipeline(team, [repositories[0].pk])
+    [(job_id,)] = sql("SELECT id FROM procrastinate_jobs")
+    attempt = transitions.begin_stage(run.pk, PipelineStatus.SYNCING, job_id=job_id)
+    transitions.complete_stage(attempt.pk, {})
+    sql("UPDATE procrastinate_jobs SET status = 'failed' WHERE id = %s", [job_id])
 
     response = requeue(staff_client, job_id)
 
     assert "moved on" in response.content.decode()
     assert job_state(job_id) == "failed"
+    team.refresh_from_db()
+    assert team.pipeline_status == PipelineStatus.LLM_PROCESSING
+
+
+def test_a_failed_job_whose_pipeline_still_claims_it_resumes_the_pipeline(
+    staff_client, team, repositories
+):
+    # The job ended failed without our code recording it (say the database went away while
+    # the worker recorded the failure): the team still says syncing, with no live job.
+    transitions.start_pipeline(team, [repositories[0].pk])
+    [(job_id,)] = sql("UPDATE procrastinate_jobs SET status = 'failed' RETURNING id")
+
+    response = requeue(staff_client, job_id)
+
+    assert "resumed at syncing" in response.content.decode()
+    assert job_state(job_id) == "todo"
+    team.refresh_from_db()
+    assert team.pipeline_status == PipelineStatus.SYNCING
+    assert find_drift() == []
 
 
 def test_a_failed_email_can_be_resent_from_the_outbox(staff_client, team, admin_user, repositories):

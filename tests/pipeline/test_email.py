@@ -33,6 +33,10 @@ def add_user(team, username: str, email: str, role: str) -> None:
     Membership.objects.create(team=team, user=user, role=role)
 
 
+
+def job_has_failed(job_id: int) -> bool:
+    return ProcrastinateJob.objects.filter(id=job_id, status="failed").exists()
+
 @pytest.fixture
 def team_with_history(team, admin_user, repositories):
     """Two admins with an address, one without, a plain member; 12 PRs in the two selected
@@ -277,6 +281,7 @@ def test_a_rejected_email_sent_by_a_worker_is_resent_from_the_admin_once_accepte
     assert smtp_sink.messages == []
 
     smtp_sink.reject = None
+    wait_for(lambda: job_has_failed(outbox.job_id))  # procrastinate records the job's end
     done, refused = requeue_jobs(ProcrastinateJob.objects.filter(id=outbox.job_id))
     assert refused == [] and len(done) == 1
 
@@ -317,7 +322,9 @@ def test_a_provider_configured_from_the_environment_gets_the_email_after_a_rejec
     assert Team.objects.get(pk=run.team_id).pipeline_status == PipelineStatus.COMPLETE
 
     postmark_server.reject = False
-    requeue_jobs(ProcrastinateJob.objects.filter(id=outbox.job_id))
+    wait_for(lambda: job_has_failed(outbox.job_id))
+    done, refused = requeue_jobs(ProcrastinateJob.objects.filter(id=outbox.job_id))
+    assert refused == [] and len(done) == 1
     wait_for(lambda: EmailOutbox.objects.get(pk=outbox.pk).status == EmailOutbox.Status.SENT)
 
     accepted = postmark_server.requests[-1]

@@ -160,7 +160,7 @@ def test_a_finished_attempt_whose_job_still_shows_doing_is_the_tolerated_transie
         cursor.execute("SELECT id FROM procrastinate_jobs")
         (job_id,) = cursor.fetchone()
         cursor.execute("UPDATE procrastinate_jobs SET status = 'doing' WHERE id = %s", [job_id])
-    attempt = transitions.begin_stage(run.pk, PipelineStatus.SYNCING, job_id=job_id)
+    attempt = transitions.begin_stage(run.pk, PipelineStatus.SYNCING, job_id=job_id, job_attempts=0)
     transitions.complete_stage(attempt.pk, {"prs_synced": 3})
 
     # The sync job is still "doing" (procrastinate has not recorded its end yet) and the detect

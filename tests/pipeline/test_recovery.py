@@ -1,0 +1,191 @@
+"""Nothing strands a pipeline: retries and rescues are live work for the drift check, stale
+duplicate jobs do nothing, a job that keeps killing its worker is given up, and a pipeline
+whose job vanished outside our code fails with a message and can be resumed."""
+
+from __future__ import annotations
+
+import pytest
+from django.db import connection
+
+from pipeline import queue, rescue, transitions
+from pipeline.errors import PipelineNotRetryable
+from pipeline.invariant import find_drift
+from pipeline.models import PipelineRun, StageAttempt
+from pipeline.stages import email as email_stage
+from pipeline.status import PipelineStatus
+
+pytestmark = pytest.mark.django_db
+
+
+def sql(query: str, params: list | None = None):
+    with connection.cursor() as cursor:
+        cursor.execute(query, params or [])
+        return cursor.fetchall() if cursor.description else None
+
+
+def sync_job_id() -> int:
+    [(job_id,)] = sql(
+        "SELECT id FROM procrastinate_jobs WHERE task_name = %s",
+        [queue.STAGE_JOBS[PipelineStatus.SYNCING].task_name],
+    )
+    return job_id
+
+
+def run_by_dead_worker(job_id: int, attempts: int = 0) -> None:
+    [(worker_id,)] = sql(
+        "INSERT INTO procrastinate_workers (last_heartbeat) VALUES (now() - interval '1 hour')"
+        " RETURNING id"
+    )
+    sql(
+        "UPDATE procrastinate_jobs SET status = 'doing', worker_id = %s, attempts = %s"
+        " WHERE id = %s",
+        [worker_id, attempts, job_id],
+    )
+
+
+def test_a_retry_in_progress_is_live_work_not_drift(team, repositories):
+    run = transitions.start_pipeline(team, [repositories[0].pk])
+    job_id = sync_job_id()
+    sql("UPDATE procrastinate_jobs SET status = 'doing' WHERE id = %s", [job_id])
+    first = transitions.begin_stage(run.pk, PipelineStatus.SYNCING, job_id=job_id, job_attempts=0)
+    transitions.retry_stage_later(first.pk, "GitHub had an error; try again.")
+    # procrastinate runs the same job again: same id, attempts counter bumped.
+    sql("UPDATE procrastinate_jobs SET attempts = 1 WHERE id = %s", [job_id])
+
+    assert find_drift() == []  # picked up, second attempt not begun yet
+    transitions.begin_stage(run.pk, PipelineStatus.SYNCING, job_id=job_id, job_attempts=1)
+    assert find_drift() == []  # second attempt running
+
+
+def test_a_stale_duplicate_job_of_the_current_stage_does_nothing(team, repositories):
+    run = transitions.start_pipeline(team, [repositories[0].pk])
+    current = sync_job_id()
+
+    assert transitions.begin_stage(run.pk, PipelineStatus.SYNCING, job_id=current + 1000) is None
+    assert transitions.begin_stage(run.pk, PipelineStatus.SYNCING, job_id=current) is not None
+
+
+def test_a_rescheduled_stage_moves_the_current_job(team, repositories):
+    import datetime
+
+    from django.utils import timezone
+
+    run = transitions.start_pipeline(team, [repositories[0].pk])
+    old_job = sync_job_id()
+    attempt = transitions.begin_stage(run.pk, PipelineStatus.SYNCING, job_id=old_job)
+
+    transitions.reschedule_stage(
+        attempt.pk, timezone.now() + datetime.timedelta(minutes=5), "GitHub rate limit"
+    )
+
+    run.refresh_from_db()
+    assert run.current_job_id not in (None, old_job)
+    # The old job, if a rescue ran it again, would not run the stage a second time.
+    assert transitions.begin_stage(run.pk, PipelineStatus.SYNCING, job_id=old_job) is None
+
+
+def test_a_stalled_job_with_retries_left_is_requeued(team, repositories, settings):
+    settings.PIPELINE_STAGE_MAX_RETRIES = 3
+    transitions.start_pipeline(team, [repositories[0].pk])
+    job_id = sync_job_id()
+    run_by_dead_worker(job_id, attempts=1)
+
+    outcome = rescue.rescue_stalled_jobs()
+
+    assert outcome == {"requeued": [job_id], "given_up": [], "failed_runs": []}
+    assert sql("SELECT status FROM procrastinate_jobs WHERE id = %s", [job_id]) == [("todo",)]
+
+
+def test_a_job_that_keeps_killing_its_worker_is_given_up_and_the_pipeline_fails(
+    team, repositories, settings
+):
+    settings.PIPELINE_STAGE_MAX_RETRIES = 3
+    run = transitions.start_pipeline(team, [repositories[0].pk])
+    job_id = sync_job_id()
+    transitions.begin_stage(run.pk, PipelineStatus.SYNCING, job_id=job_id, job_attempts=3)
+    run_by_dead_worker(job_id, attempts=3)
+
+    outcome = rescue.rescue_stalled_jobs()
+
+    assert outcome == {"requeued": [], "given_up": [job_id], "failed_runs": [run.pk]}
+    team.refresh_from_db()
+    assert team.pipeline_status == PipelineStatus.FAILED
+    assert "stopped unexpectedly while syncing pull requests" in team.pipeline_error
+    assert StageAttempt.objects.get(run=run).outcome == StageAttempt.Outcome.FAILED
+    assert find_drift() == []
+
+    # The user's Retry resumes it.
+    transitions.retry_pipeline(team)
+    team.refresh_from_db()
+    assert team.pipeline_status == PipelineStatus.SYNCING
+    assert find_drift() == []
+
+
+def test_a_pipeline_whose_job_was_cancelled_behind_its_back_fails_and_can_resume(
+    team, repositories
+):
+    run = transitions.start_pipeline(team, [repositories[0].pk])
+    sql("UPDATE procrastinate_jobs SET status = 'cancelled'")
+    assert find_drift() != []
+
+    assert rescue.fail_stranded_runs() == [run.pk]
+
+    team.refresh_from_db()
+    assert team.pipeline_status == PipelineStatus.FAILED
+    assert PipelineRun.objects.get().state == PipelineRun.State.FAILED
+    assert find_drift() == []
+    transitions.retry_pipeline(team)
+    assert find_drift() == []
+
+
+def test_the_stranded_check_leaves_healthy_pipelines_alone(team, repositories):
+    transitions.start_pipeline(team, [repositories[0].pk])
+
+    assert rescue.fail_stranded_runs() == []
+    team.refresh_from_db()
+    assert team.pipeline_status == PipelineStatus.SYNCING
+
+
+def test_resuming_with_a_job_that_is_not_the_runs_failed_job_is_refused(team, repositories):
+    run = transitions.start_pipeline(team, [repositories[0].pk])
+    job_id = sync_job_id()
+    attempt = transitions.begin_stage(run.pk, PipelineStatus.SYNCING, job_id=job_id)
+    transitions.fail_stage(attempt.pk, "GitHub had an error; try again.")
+    # The job has not been recorded as failed (still doing): not resumable by id.
+
+    with pytest.raises(PipelineNotRetryable):
+        transitions.retry_pipeline(team, failed_job_id=job_id)
+    with pytest.raises(PipelineNotRetryable):
+        transitions.retry_pipeline(team, failed_job_id=job_id + 1000)
+
+    team.refresh_from_db()
+    assert team.pipeline_status == PipelineStatus.FAILED
+
+
+def test_the_completion_email_goes_to_admins_added_after_the_run(team, repositories, mailoutbox):
+    from django.contrib.auth import get_user_model
+
+    from onboarding.models import Membership
+
+    run = transitions.start_pipeline(team, [repositories[0].pk])
+    for stage in (
+        PipelineStatus.SYNCING,
+        PipelineStatus.LLM_PROCESSING,
+        PipelineStatus.COMPUTING_METRICS,
+        PipelineStatus.COMPUTING_INSIGHTS,
+    ):
+        attempt = transitions.begin_stage(run.pk, stage, job_id=None)
+        transitions.complete_stage(attempt.pk, {})
+    outbox = run.email
+    assert outbox.recipients == []
+
+    with pytest.raises(email_stage.EmailNotSent):
+        email_stage.send_outbox(outbox.pk, final_attempt=True)
+    outbox.refresh_from_db()
+    assert outbox.error == "The team has no admin with an e-mail address."
+
+    admin = get_user_model().objects.create_user("grace", "grace@example.com", "pw-12345678")
+    Membership.objects.create(team=team, user=admin, role=Membership.Role.ADMIN)
+    email_stage.send_outbox(outbox.pk, final_attempt=True)
+
+    assert [m.to for m in mailoutbox] == [["grace@example.com"]]
