@@ -33,9 +33,9 @@ def add_user(team, username: str, email: str, role: str) -> None:
     Membership.objects.create(team=team, user=user, role=role)
 
 
-
 def job_has_failed(job_id: int) -> bool:
     return ProcrastinateJob.objects.filter(id=job_id, status="failed").exists()
+
 
 @pytest.fixture
 def team_with_history(team, admin_user, repositories):
