@@ -188,6 +188,13 @@ def _map_github_exception(exc: GithubException) -> GitHubError:
     # data left null (https://docs.github.com/en/graphql/guides/forming-calls-with-graphql).
     if "FORBIDDEN" in error_types:
         return GitHubError(GitHubError.FORBIDDEN, FORBIDDEN_MESSAGE, status=status)
+    # A query GitHub could not finish in time answers HTTP 200 with an untyped error ("Something
+    # went wrong while executing your query. This may be the result of a timeout..."): that is a
+    # server-side failure to retry with a smaller page, not a refusal of the request.
+    # No HTTP status of its own (PyGithub reports 400 for any GraphQL error): None lets the pager
+    # treat it like a 502/504, shrinking the page.
+    if graphql_errors and _is_graphql_server_failure(graphql_errors, error_types):
+        return GitHubError(GitHubError.SERVER, SERVER_ERROR_MESSAGE, status=None)
     if status in (403, 429):
         remaining = _header(headers, "x-ratelimit-remaining")
         retry_after = _retry_after(headers)
@@ -219,6 +226,13 @@ def _map_github_exception(exc: GithubException) -> GitHubError:
     return GitHubError(
         GitHubError.OTHER, f"GitHub refused the request (HTTP {status}).", status=status
     )
+
+
+def _is_graphql_server_failure(errors: list, error_types: set) -> bool:
+    if error_types - {"INTERNAL", "SERVICE_UNAVAILABLE", "TIMEOUT"}:
+        return False  # typed errors (NOT_FOUND, EXCESSIVE_PAGINATION, ...) are about the query
+    messages = " ".join(str(e.get("message", "")) for e in errors if isinstance(e, dict)).lower()
+    return bool(error_types) or "timeout" in messages or "something went wrong" in messages
 
 
 def connection_token(connection: GitHubConnection | None) -> str:

@@ -172,10 +172,17 @@ def _stage_error(error: GitHubError, pager: PullRequestPager) -> Exception:
     return StageError(error.user_message, retryable=False)
 
 
+# Without a reset time (an answer that named none), wait this long rather than a few seconds:
+# a spent budget is not back in five seconds, and every reschedule costs a job.
+UNKNOWN_RESET_WAIT = datetime.timedelta(seconds=60)
+
+
 def _reschedule(reset_at: datetime.datetime | None) -> RescheduleStage:
     now = timezone.now()
+    if reset_at is None:
+        reset_at = now + UNKNOWN_RESET_WAIT
     # A few seconds past the reset: GitHub's clock and ours are not the same clock.
-    at = max(reset_at or now, now) + datetime.timedelta(seconds=5)
+    at = max(reset_at, now) + datetime.timedelta(seconds=5)
     return RescheduleStage(
         at=at, reason=f"GitHub rate limit reached; continuing after {at:%H:%M} UTC."
     )

@@ -152,10 +152,13 @@ def test_a_later_sync_updates_changed_prs_without_duplicates(team):
     assert stored.merged_at == dataset.now
 
 
+# GitHub reports a query it could not finish in time either as a 502/504, or as HTTP 200 with
+# an untyped "Something went wrong ... may be the result of a timeout" error.
+@pytest.mark.parametrize("timeout_status", [502, 200], ids=["http-502", "graphql-error-200"])
 def test_page_size_shrinks_when_large_pages_time_out_and_the_sync_completes(
-    team, demo_github_small
+    team, demo_github_small, timeout_status
 ):
-    demo_github_small.timeout_on_large_pages(max_first=50, status=502)
+    demo_github_small.timeout_on_large_pages(max_first=50, status=timeout_status)
     connect(team, demo_github_small)
     repositories = add_repositories(team, demo_github_small)
     run = transitions.start_pipeline(team, [r.pk for r in repositories])
@@ -164,10 +167,13 @@ def test_page_size_shrinks_when_large_pages_time_out_and_the_sync_completes(
 
     assert counts["prs_synced"] == len(in_window(demo_github_small, 90))
     requests = graphql_requests(demo_github_small)
-    assert [(r.status, r.graphql_first) for r in requests[:2]] == [(502, 100), (200, 50)]
+    assert [(r.status, r.graphql_first) for r in requests[:2]] == [
+        (timeout_status, 100),
+        (200, 50),
+    ]
     # It probes the big size again now and then (GitHub's trouble may pass), but rarely.
-    failed = [r for r in requests if r.status != 200]
-    assert len(failed) <= 2 and all(r.graphql_first == 100 for r in failed)
+    failed = [r for r in requests if r.graphql_first == 100]
+    assert len(failed) <= 2
 
 
 def test_an_exhausted_budget_reschedules_the_stage_for_the_reset(team, demo_github_small):
