@@ -16,6 +16,7 @@ from onboarding.progress import DELAYED_AFTER_SECONDS, build_snapshot
 from pipeline import progress, transitions
 from pipeline.models import PipelineRun, StageAttempt
 from pipeline.status import STAGE_ORDER, PipelineStatus
+from tests.conftest import finish_stages
 
 pytestmark = pytest.mark.django_db
 
@@ -65,12 +66,6 @@ def age(run: PipelineRun, seconds: float) -> None:
 @pytest.fixture
 def run(team, repositories) -> PipelineRun:
     return transitions.start_pipeline(team, [r.pk for r in repositories])
-
-
-def finish_stages(run: PipelineRun, stages, counts: dict | None = None) -> None:
-    for name in stages:
-        attempt = transitions.begin_stage(run.pk, name, job_id=None)
-        transitions.complete_stage(attempt.pk, counts or {})
 
 
 # --- the snapshot -------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from pipeline import transitions
 from pipeline.invariant import find_drift
 from pipeline.models import EmailOutbox, PipelineRun
 from pipeline.status import PipelineStatus
+from tests.conftest import finish_stages
 
 pytestmark = pytest.mark.django_db
 
@@ -131,14 +132,7 @@ def test_a_failed_job_whose_pipeline_still_claims_it_resumes_the_pipeline(
 
 def test_a_failed_email_can_be_resent_from_the_outbox(staff_client, team, admin_user, repositories):
     run = transitions.start_pipeline(team, [repositories[0].pk])
-    for stage in (
-        PipelineStatus.SYNCING,
-        PipelineStatus.LLM_PROCESSING,
-        PipelineStatus.COMPUTING_METRICS,
-        PipelineStatus.COMPUTING_INSIGHTS,
-    ):
-        attempt = transitions.begin_stage(run.pk, stage, job_id=None)
-        transitions.complete_stage(attempt.pk, {})
+    finish_stages(run)
     outbox = EmailOutbox.objects.get(run=run)
     EmailOutbox.objects.filter(pk=outbox.pk).update(status=EmailOutbox.Status.FAILED)
     sql("UPDATE procrastinate_jobs SET status = 'failed' WHERE id = %s", [outbox.job_id])

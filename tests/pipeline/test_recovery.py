@@ -13,6 +13,7 @@ from pipeline.invariant import find_drift
 from pipeline.models import PipelineRun, StageAttempt
 from pipeline.stages import email as email_stage
 from pipeline.status import PipelineStatus
+from tests.conftest import finish_stages
 
 pytestmark = pytest.mark.django_db
 
@@ -168,14 +169,7 @@ def test_the_completion_email_goes_to_admins_added_after_the_run(team, repositor
     from onboarding.models import Membership
 
     run = transitions.start_pipeline(team, [repositories[0].pk])
-    for stage in (
-        PipelineStatus.SYNCING,
-        PipelineStatus.LLM_PROCESSING,
-        PipelineStatus.COMPUTING_METRICS,
-        PipelineStatus.COMPUTING_INSIGHTS,
-    ):
-        attempt = transitions.begin_stage(run.pk, stage, job_id=None)
-        transitions.complete_stage(attempt.pk, {})
+    finish_stages(run)
     outbox = run.email
     assert outbox.recipients == []
 
