@@ -19,6 +19,7 @@ from onboarding.models import Team
 from pipeline import queue, rescue, transitions
 from pipeline.errors import PipelineNotRetryable
 from pipeline.models import EmailOutbox, PipelineRun, StageAttempt
+from pipeline.stages import email as email_stage
 from pipeline.status import PipelineStatus
 
 
@@ -41,8 +42,14 @@ def requeue_jobs(jobs: QuerySet) -> tuple[list[str], list[str]]:
             refused.append(f"{label}: {job.status}, nothing to re-queue")
             continue
         stage = queue.STAGE_BY_TASK_NAME.get(job.task_name)
+        if job.task_name == queue.EMAIL_JOB.task_name:
+            outbox = EmailOutbox.objects.filter(job_id=job.id).first()
+            if outbox is not None and email_stage.resend(outbox.pk):
+                done.append(f"{label}: e-mail queued again")
+            else:
+                refused.append(f"{label}: the e-mail was already sent")
+            continue
         if stage is None:
-            # The outbox e-mail and the rescuer are idempotent: a plain re-queue is safe.
             if rescue.requeue_failed_job(job.id, job.queue_name):
                 done.append(f"{label}: re-queued")
             continue
@@ -141,16 +148,11 @@ class EmailOutboxAdmin(admin.ModelAdmin):
         "sent_at",
     ]
 
-    @admin.action(description="Re-send failed e-mails")
+    @admin.action(description="Re-send e-mails not sent yet")
     def resend(self, request: HttpRequest, queryset: QuerySet) -> None:
-        jobs = procrastinate_models.ProcrastinateJob.objects.filter(
-            id__in=queryset.filter(status=EmailOutbox.Status.FAILED).values("job_id")
-        )
-        done, refused = requeue_jobs(jobs)
-        for line in done:
-            self.message_user(request, line, messages.SUCCESS)
-        for line in refused:
-            self.message_user(request, line, messages.WARNING)
+        for outbox in queryset.exclude(status=EmailOutbox.Status.SENT).order_by("pk"):
+            if email_stage.resend(outbox.pk):
+                self.message_user(request, f"e-mail for run {outbox.run_id} queued again")
 
     actions = [resend]
 

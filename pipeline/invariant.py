@@ -39,11 +39,13 @@ live_job AS (
        AND NOT (job.status = 'doing' AND EXISTS (
                SELECT 1 FROM pipeline_stageattempt att
                 WHERE att.job_id = job.id AND att.job_attempts = job.attempts
-                  AND att.finished_at IS NOT NULL))
+                  AND att.finished_at IS NOT NULL
+                  -- a retrying attempt's job goes back to todo: it is still the live job
+                  AND att.outcome <> 'retrying'))
 ),
 team_state AS (
     SELECT team.id AS team_id, team.pipeline_status,
-           run.id AS run_id, run.stage AS run_stage,
+           run.id AS run_id, run.stage AS run_stage, run.current_job_id,
            (SELECT count(*) FROM pipeline_pipelinerun r
              WHERE r.team_id = team.id AND r.state = 'running') AS running_runs
       FROM onboarding_team team
@@ -52,13 +54,18 @@ team_state AS (
 per_team AS (
     SELECT ts.team_id, ts.pipeline_status, ts.run_id, ts.run_stage, ts.running_runs,
            count(lj.id) FILTER (WHERE lj.run_id = ts.run_id
-                                  AND lj.stage = ts.pipeline_status) AS current_jobs,
+                                  AND lj.stage = ts.pipeline_status
+                                  AND (ts.current_job_id IS NULL
+                                       OR lj.id = ts.current_job_id)) AS current_jobs,
+           -- a stale duplicate of the current stage (a rescued job whose stage had been
+           -- rescheduled into a new job) is harmless: begin_stage ignores it
            count(lj.id) FILTER (WHERE NOT (lj.run_id IS NOT DISTINCT FROM ts.run_id
                                   AND lj.stage = ts.pipeline_status)) AS other_jobs,
            array_remove(array_agg(lj.id ORDER BY lj.id), NULL) AS live_job_ids
       FROM team_state ts
       LEFT JOIN live_job lj ON lj.team_id = ts.team_id
-     GROUP BY ts.team_id, ts.pipeline_status, ts.run_id, ts.run_stage, ts.running_runs
+     GROUP BY ts.team_id, ts.pipeline_status, ts.run_id, ts.run_stage, ts.current_job_id,
+              ts.running_runs
 ),
 orphan AS (
     -- live stage jobs whose run no longer exists

@@ -63,7 +63,12 @@ def run_stage_job(context: JobContext, stage: str, run_id: int) -> None:
         # (no next job, status unchanged) and the attempt is retried or failed like any error.
         transitions.complete_stage(attempt.pk, counts)
     except RescheduleStage as exc:
-        transitions.reschedule_stage(attempt.pk, exc.at, exc.reason)
+        try:
+            transitions.reschedule_stage(attempt.pk, exc.at, exc.reason)
+        except Exception as reschedule_exc:
+            logger.exception("could not reschedule stage %s of run %s", stage, run_id)
+            _record_failure(context, stage, run_id, attempt, reschedule_exc)
+            raise
     except Exception as exc:
         if isinstance(exc, StageError):
             logger.warning("stage %s of run %s failed: %s", stage, run_id, exc.user_message)

@@ -363,8 +363,8 @@ def fail_stranded_run(run_id: int, user_message: str) -> bool:
 def retry_pipeline(team: Team, *, failed_job_id: int | None = None) -> PipelineRun:
     """Resume a failed pipeline from the stage that failed (not from scratch).
 
-    With ``failed_job_id`` (the admin's re-queue of a failed stage job) that job itself is put
-    back in the queue; otherwise a new job is deferred for the stage."""
+    ``failed_job_id`` (the admin's re-queue of a failed stage job) must be a failed job of this
+    run's failed stage; the stage then runs in a new job with a full retry budget."""
     with transaction.atomic():
         team = _lock_team(team.pk)
         if team.pipeline_status != PipelineStatus.FAILED:
@@ -381,10 +381,9 @@ def retry_pipeline(team: Team, *, failed_job_id: int | None = None) -> PipelineR
                 raise PipelineNotRetryable(
                     f"Job {failed_job_id} is not a failed {run.stage} job of this run."
                 )
-            queue.job_manager().retry_job_by_id(job_id=failed_job_id, retry_at=timezone.now())
-            run.current_job_id = failed_job_id
-        else:
-            run.current_job_id = queue.defer_stage(run.stage, run_id=run.pk)
+        # Always a new job, even when staff resume from a failed one: re-queueing that job would
+        # inherit its spent attempts counter, leaving the resumed stage no retries.
+        run.current_job_id = queue.defer_stage(run.stage, run_id=run.pk)
         run.state = PipelineRun.State.RUNNING
         run.error = ""
         run.finished_at = None

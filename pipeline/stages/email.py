@@ -17,6 +17,7 @@ from django.template.loader import render_to_string
 from django.utils import timezone
 
 from onboarding.models import Membership, Repository
+from pipeline import queue
 from pipeline.models import AIVerdict, EmailOutbox, Insight, PipelineRun, PullRequest
 
 logger = logging.getLogger(__name__)
@@ -98,10 +99,10 @@ def send_outbox(outbox_id: int, *, final_attempt: bool) -> None:
         if outbox.status == EmailOutbox.Status.SENT:
             return
         outbox.attempts += 1
-        if not outbox.recipients:
-            # Admins may have added an address since the run completed: ask again.
-            outbox.recipients = admin_recipients(outbox.team_id)
-            outbox.save(update_fields=["recipients"])
+        # The team's admins now, not when the run completed: an admin added since gets it, one
+        # removed since does not. The row keeps the list actually used.
+        outbox.recipients = admin_recipients(outbox.team_id)
+        outbox.save(update_fields=["recipients"])
         if not outbox.recipients:
             outbox.status = EmailOutbox.Status.FAILED
             outbox.error = "The team has no admin with an e-mail address."
@@ -113,6 +114,19 @@ def send_outbox(outbox_id: int, *, final_attempt: bool) -> None:
         # Raised after the commit above, so the recorded error survives, and the job ends
         # failed: staff can re-queue it from the admin.
         raise EmailNotSent(error)
+
+
+def resend(outbox_id: int) -> bool:
+    """Queue the outbox's e-mail again in a new job (a full retry budget; re-queueing the old
+    job would inherit its spent attempts counter). False when it was already sent."""
+    with transaction.atomic():
+        outbox = EmailOutbox.objects.select_for_update().get(pk=outbox_id)
+        if outbox.status == EmailOutbox.Status.SENT:
+            return False
+        outbox.status = EmailOutbox.Status.PENDING
+        outbox.job_id = queue.defer(queue.EMAIL_JOB, outbox_id=outbox.pk)
+        outbox.save(update_fields=["status", "job_id"])
+        return True
 
 
 def admin_recipients(team_id: int) -> list[str]:

@@ -90,11 +90,15 @@ def test_requeueing_a_failed_stage_job_resumes_the_pipeline_at_that_stage(
     response = requeue(staff_client, job_id)
 
     assert "resumed at syncing" in response.content.decode()
-    assert job_state(job_id) == "todo"
     team.refresh_from_db()
     assert team.pipeline_status == PipelineStatus.SYNCING
     assert team.pipeline_error == ""
-    assert PipelineRun.objects.get().state == PipelineRun.State.RUNNING
+    run.refresh_from_db()
+    assert run.state == PipelineRun.State.RUNNING
+    # The stage runs again in a new job with a full retry budget; the failed one stays failed.
+    assert run.current_job_id != job_id
+    assert job_state(run.current_job_id) == "todo"
+    assert job_state(job_id) == "failed"
     assert find_drift() == []
 
 
@@ -124,9 +128,9 @@ def test_a_failed_job_whose_pipeline_still_claims_it_resumes_the_pipeline(
     response = requeue(staff_client, job_id)
 
     assert "resumed at syncing" in response.content.decode()
-    assert job_state(job_id) == "todo"
     team.refresh_from_db()
     assert team.pipeline_status == PipelineStatus.SYNCING
+    assert job_state(PipelineRun.objects.get().current_job_id) == "todo"
     assert find_drift() == []
 
 
@@ -143,6 +147,10 @@ def test_a_failed_email_can_be_resent_from_the_outbox(staff_client, team, admin_
         follow=True,
     )
 
+    failed_job_id = outbox.job_id
+    outbox.refresh_from_db()
+    assert outbox.status == EmailOutbox.Status.PENDING
+    assert outbox.job_id != failed_job_id
     assert job_state(outbox.job_id) == "todo"
     team.refresh_from_db()
     assert team.pipeline_status == PipelineStatus.COMPLETE

@@ -183,3 +183,38 @@ def test_the_completion_email_goes_to_admins_added_after_the_run(team, repositor
     email_stage.send_outbox(outbox.pk, final_attempt=True)
 
     assert [m.to for m in mailoutbox] == [["grace@example.com"]]
+
+
+def test_the_moment_between_recording_a_retry_and_procrastinate_requeueing_is_not_drift(
+    team, repositories
+):
+    run = transitions.start_pipeline(team, [repositories[0].pk])
+    job_id = sync_job_id()
+    sql("UPDATE procrastinate_jobs SET status = 'doing' WHERE id = %s", [job_id])
+    attempt = transitions.begin_stage(run.pk, PipelineStatus.SYNCING, job_id=job_id, job_attempts=0)
+
+    transitions.retry_stage_later(attempt.pk, "GitHub had an error; try again.")
+
+    # The job is still "doing" until procrastinate moves it back to todo: it is the live job.
+    assert find_drift() == []
+
+
+def test_a_stale_duplicate_waiting_in_the_queue_is_not_drift(team, repositories):
+    import datetime
+
+    from django.utils import timezone
+
+    run = transitions.start_pipeline(team, [repositories[0].pk])
+    old_job = sync_job_id()
+    sql("UPDATE procrastinate_jobs SET status = 'doing' WHERE id = %s", [old_job])
+    attempt = transitions.begin_stage(
+        run.pk, PipelineStatus.SYNCING, job_id=old_job, job_attempts=0
+    )
+    transitions.reschedule_stage(
+        attempt.pk, timezone.now() + datetime.timedelta(minutes=5), "GitHub rate limit"
+    )
+    # The worker died before recording the old job's end, and a rescue put it back in the queue.
+    sql("UPDATE procrastinate_jobs SET status = 'todo', attempts = 1 WHERE id = %s", [old_job])
+
+    assert find_drift() == []
+    assert transitions.begin_stage(run.pk, PipelineStatus.SYNCING, job_id=old_job) is None
