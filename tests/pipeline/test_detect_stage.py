@@ -27,6 +27,7 @@ from pipeline.models import (
 from pipeline.stages import detect, sync
 from pipeline.status import STAGE_ORDER, PipelineStatus
 from tests.conftest import wait_for
+from tests.fixtures.github import DEMO_TOOL_NAMES
 
 NOW = timezone.now()
 
@@ -351,18 +352,6 @@ def test_an_ai_review_alone_does_not_make_a_pr_ai_assisted(team, repositories, l
     assert len(llm_server.completions()) == 2  # the review did not settle either PR
 
 
-TOOL_OF_DEMO_KIND = {
-    "claude_code": "Claude Code",
-    "cursor": "Cursor",
-    "copilot": "Copilot",
-    "codex": "Codex",
-    "devin": "Devin",
-    "aider": "Aider",
-    "jules": "Jules",
-    "amp": "Amp",
-}
-
-
 @pytest.mark.django_db
 @override_settings(OPENAI_API_KEY="", OPENAI_BASE_URL="")
 def test_on_the_synced_demo_organisation_exactly_the_ai_prs_are_flagged(
@@ -396,7 +385,7 @@ def test_on_the_synced_demo_organisation_exactly_the_ai_prs_are_flagged(
         pr = verdict.pull_request
         demo = truth[(pr.repository.full_name, pr.number)]
         kinds.add(demo.kind)
-        expected = TOOL_OF_DEMO_KIND.get(demo.ai_tool or "")
+        expected = DEMO_TOOL_NAMES.get(demo.ai_tool or "")
         got = verdict.tools[0] if verdict.is_ai_assisted else None
         if got != expected:
             wrong.append((pr.repository.full_name, pr.number, demo.kind, verdict.tools))

@@ -17,6 +17,7 @@ from pipeline.signatures import (
     settles,
     tools_of,
 )
+from tests.fixtures.github import DEMO_TOOL_NAMES
 
 
 def commit(message: str = "Fix the thing", **fields) -> CommitText:
@@ -336,16 +337,6 @@ def test_catalogue_agrees_with_the_demo_organisations_ground_truth():
     human, dependabot or trap PR has an authoring hit."""
     from onboarding.demo_github.dataset import build_dataset
 
-    tool_of_kind = {
-        "claude_code": "Claude Code",
-        "cursor": "Cursor",
-        "copilot": "Copilot",
-        "codex": "Codex",
-        "devin": "Devin",
-        "aider": "Aider",
-        "jules": "Jules",
-        "amp": "Amp",
-    }
     wrong = []
     kinds = set()
     for pr in build_dataset().pull_requests:
@@ -362,7 +353,7 @@ def test_catalogue_agrees_with_the_demo_organisations_ground_truth():
             reviews=tuple(ReviewText(r.author.rest_login, r.author.is_bot) for r in pr.reviews),
         )
         authored = tools_of(h for h in detect(text) if h.kind == "authoring")
-        expected = [tool_of_kind[pr.ai_tool]] if pr.ai_tool else []
+        expected = [DEMO_TOOL_NAMES[pr.ai_tool]] if pr.ai_tool else []
         kinds.add(pr.kind)
         if authored != expected:
             wrong.append((pr.repository.name, pr.number, pr.kind, authored))
