@@ -32,7 +32,12 @@ KIND_SHARES: dict[str, float] = {
     "trap_no_ai_disclosure": 0.02,
 }
 # Kinds with several looks, rotated by occurrence; a dataset holds at least this many of each.
-KIND_VARIANTS: dict[str, int] = {"claude_code": 3, "cursor": 3, "aider": 3}
+KIND_VARIANTS: dict[str, int] = {
+    "claude_code": 3,
+    "cursor": 3,
+    "aider": 3,
+    "trap_no_ai_disclosure": 2,
+}
 # The AI tool each kind really is (ground truth for tests); kinds not listed are not AI.
 AI_TOOL_OF_KIND: dict[str, str] = {
     "claude_code": "claude_code",
@@ -56,6 +61,10 @@ COPILOT_TIPS = (
     "development environment and configuring Model Context Protocol (MCP) servers. Learn more "
     "[Copilot coding agent tips](https://gh.io/copilot-coding-agent-tips) in the docs."
 )
+NO_AI_DISCLOSURES = [
+    "AI disclosure: No AI was used to write this change.",
+    "- [x] No AI was used in this PR (no Copilot, Claude Code or Cursor).",
+]
 AIDER_MODELS = ["anthropic/claude-sonnet-4-20250514", "gpt-4.1", "deepseek/deepseek-chat"]
 
 
@@ -106,7 +115,7 @@ def build_style(
     if kind == "claude_code":
         style = Style(author=human, branch=plain_branch, tool_commit_share=0.8)
         style.trailers = [CLAUDE_FOOTER + "\n", CLAUDE_COAUTHORS[occurrence % 3]]
-        if rng.random() < 0.75:
+        if rng.random() < 0.75 or occurrence == 0:  # the first one always: any anchor date
             style.body_footer = CLAUDE_FOOTER
         if occurrence % 3 == 1:
             style.branch = f"claude/{slug}-{_hex(rng, 5)}"
@@ -209,11 +218,8 @@ def build_style(
         return style
     if kind == "trap_no_ai_disclosure":
         style = Style(author=human, branch=plain_branch)
-        style.body_footer = rng.choice(
-            [
-                "AI disclosure: No AI was used to write this change.",
-                "- [x] No AI was used in this PR (no Copilot, Claude Code or Cursor).",
-            ]
-        )
+        # Rotated by occurrence, not drawn: the rng's stream depends on the anchor date (weekday
+        # retries in the generator), and every dataset must hold both looks on any date.
+        style.body_footer = NO_AI_DISCLOSURES[occurrence % len(NO_AI_DISCLOSURES)]
         return style
     return Style(author=human, branch=plain_branch)

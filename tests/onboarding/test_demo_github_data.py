@@ -8,7 +8,7 @@ import re
 import signal
 import subprocess
 import sys
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import github
@@ -16,7 +16,7 @@ import pytest
 
 from onboarding.demo_github.dataset import build_dataset
 from onboarding.demo_github.server import DemoGitHubServer
-from tests.fixtures.github import ORG, all_pull_requests
+from tests.fixtures.github import ORG, SMALL_PR_COUNT, all_pull_requests
 from tests.fixtures.github import pygithub_client as client
 
 BASE_DIR = Path(__file__).resolve().parents[2]
@@ -159,6 +159,45 @@ def test_demo_data_has_human_prs_with_trap_texts_and_no_ai_evidence(demo_github_
     ]
 
     assert traps, f"no clean human PR with {trap}"
+
+
+def _as_graphql_sees(pr) -> tuple[dict, str]:
+    """The fields the predicates above read, straight from the generator (no server)."""
+    shaped = {
+        "title": pr.title,
+        "body": pr.body,
+        "headRefName": pr.head_ref,
+        "author": {
+            "login": pr.author.login,
+            "__typename": "Bot" if pr.author.is_bot else "User",
+        },
+    }
+    commits = "\n".join(f"{c.message}\n{c.author_name} <{c.author_email}>" for c in pr.commits)
+    return shaped, commits
+
+
+def test_small_demo_data_holds_every_marker_family_and_trap_on_30_consecutive_dates():
+    """The dataset is anchored on the day it is built: its content must not depend on luck."""
+    first = datetime(2026, 11, 20, tzinfo=UTC)
+    missing = []
+    for day in range(30):
+        anchor = first + timedelta(days=day)
+        pulls = [_as_graphql_sees(pr) for pr in build_dataset(anchor, pr_count=SMALL_PR_COUNT).pull_requests]
+        for family, found in MARKER_FAMILIES.items():
+            if not any(found(pr, commits) for pr, commits in pulls):
+                missing.append((anchor.date(), family))
+        for trap, found in TRAPS.items():
+            clean = [
+                pr
+                for pr, commits in pulls
+                if found(pr, commits)
+                and pr["author"]["__typename"] == "User"
+                and not AI_EVIDENCE.search(pr["body"] + commits + pr["headRefName"])
+            ]
+            if not clean:
+                missing.append((anchor.date(), trap))
+
+    assert missing == []
 
 
 def test_manage_py_demo_github_serves_until_sigterm(tmp_path):
