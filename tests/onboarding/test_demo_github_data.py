@@ -182,7 +182,8 @@ def test_small_demo_data_holds_every_marker_family_and_trap_on_30_consecutive_da
     missing = []
     for day in range(30):
         anchor = first + timedelta(days=day)
-        pulls = [_as_graphql_sees(pr) for pr in build_dataset(anchor, pr_count=SMALL_PR_COUNT).pull_requests]
+        dataset = build_dataset(anchor, pr_count=SMALL_PR_COUNT)
+        pulls = [_as_graphql_sees(pr) for pr in dataset.pull_requests]
         for family, found in MARKER_FAMILIES.items():
             if not any(found(pr, commits) for pr, commits in pulls):
                 missing.append((anchor.date(), family))
