@@ -2,7 +2,8 @@
 
 Counters are merged into ``PipelineRun.progress`` and announced on the status channel in one
 transaction, so the progress page never shows a number that was rolled back. Stages call this
-as they go (page by page), not only at the end.
+as they go (page by page), not only at the end, which makes it the place where a stage body
+checks that its execution should go on (``pipeline.execution.checkpoint``).
 """
 
 from __future__ import annotations
@@ -11,12 +12,14 @@ import json
 
 from django.db import connection, transaction
 
-from pipeline import notify
+from pipeline import execution, notify
 from pipeline.models import PipelineRun
 
 
 def report(run: PipelineRun, **counters: int | str) -> None:
-    """Merge ``counters`` into the run's progress and notify the progress page."""
+    """Merge ``counters`` into the run's progress and notify the progress page. Raises
+    execution.HandBack / Superseded when this execution should stop."""
+    execution.checkpoint()
     with transaction.atomic():
         with connection.cursor() as cursor:
             cursor.execute(
