@@ -12,7 +12,7 @@ from procrastinate.contrib.django import app
 from procrastinate.jobs import Job
 from procrastinate.retry import RetryDecision
 
-from pipeline import queue, rescue, transitions
+from pipeline import queue, rescue, retention, transitions
 from pipeline.errors import RescheduleStage, StageError
 from pipeline.stages import email as email_stage
 from pipeline.stages import stage_function
@@ -155,3 +155,15 @@ def send_email(context: JobContext, outbox_id: int) -> None:
 @app.task(name=queue.RESCUE_JOB.task_name, queue=queue.RESCUE_JOB.queue, pass_context=True)
 async def rescue_stalled_jobs(context: JobContext, timestamp: int) -> None:
     await rescue.rescue()
+
+
+@app.periodic(cron=settings.PIPELINE_RETENTION_CRON)
+@app.task(name=retention.TASK_NAME, queue=retention.QUEUE)
+def delete_finished_jobs(timestamp: int) -> None:
+    """Retention: finished jobs older than PIPELINE_JOB_RETENTION_DAYS go (pipeline.retention)."""
+    close_old_connections()
+    try:
+        deleted = retention.delete_finished_jobs()
+        logger.info("retention: deleted %s finished jobs", deleted)
+    finally:
+        close_old_connections()

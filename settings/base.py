@@ -228,3 +228,11 @@ PIPELINE_STAGE_MAX_RETRIES = int(os.environ.get("PIPELINE_STAGE_MAX_RETRIES", "3
 PIPELINE_RETRY_BASE_SECONDS = int(os.environ.get("PIPELINE_RETRY_BASE_SECONDS", "5"))
 # How often the rescuer looks for jobs of dead workers (cron with a 6th field for seconds).
 PIPELINE_RESCUE_CRON = os.environ.get("PIPELINE_RESCUE_CRON", "*/15 * * * * *")
+
+# --- Runtime: retention (runtime) ----------------------------------------------------------
+# Finished procrastinate jobs (and their events) older than this are deleted periodically; the
+# pipeline's history lives in our own tables (pipeline.retention).
+PIPELINE_JOB_RETENTION_DAYS = float(os.environ.get("PIPELINE_JOB_RETENTION_DAYS", "7"))
+# When the deletion runs. Five fields: minute 17 of every hour. (A sixth field would be SECONDS,
+# last, in procrastinate: "*/15 * * * * *" means every second of minutes 0, 15, 30 and 45.)
+PIPELINE_RETENTION_CRON = os.environ.get("PIPELINE_RETENTION_CRON", "17 * * * *")
