@@ -75,6 +75,11 @@ UNCHECKED = re.compile(r"^\s*[-*]\s*\[ \]", re.MULTILINE)
 MENTION = re.compile(
     rf"(?<![\w.-])(?:{_NAMES}|ai-(?:assisted|generated)|gpt-?\d\w*|openai)(?![\w-])", re.IGNORECASE
 )
+HAND_WRITTEN = re.compile(
+    r"\b(?:i|we)\s+wrote\s+(?:it|this|the\s+code|everything)\s+(?:myself|ourselves|by\s+hand)\b"
+    r"|\b(?:written|coded)\s+(?:entirely\s+)?by\s+hand\b",
+    re.IGNORECASE,
+)
 # Tool names that are also ordinary words count only when written as a name ("Cursor").
 WORDLIKE = frozenset({"cursor", "lovable", "goose"})
 # Words around a tool name that show the sentence is not about writing this change with it.
@@ -113,12 +118,42 @@ def find(pr: PRText) -> list[Hit]:
                 if name.lower() in WORDLIKE and name.islower():
                     continue
                 tool = TOOL_OF_NAME[name.lower()]
+                if tool == OTHER_AI:  # "with AI assistance (Claude)": name the tool if said
+                    tool = _named_tool(sentence) or OTHER_AI
                 evidence = excerpt(text, match.start(), match.end())
                 hits.append(Hit(tool, f"prose disclosure in {where}", evidence, AUTHORING))
                 break
             if hits:
                 return hits
     return hits
+
+
+def _named_tool(sentence: str) -> str | None:
+    for match in MENTION.finditer(sentence):
+        tool = TOOL_OF_NAME.get(match.group(0).lower())
+        if tool and tool != OTHER_AI:
+            return tool
+    return None
+
+
+def denies_ai(text: str) -> bool:
+    """A sentence of ``text`` says AI was *not* used ("I did not use ChatGPT", "AI usage: none",
+    "Tested with Copilot disabled"); an unchecked checklist item says nothing."""
+    from pipeline.signatures import visible
+
+    shown = visible(text)
+    for match in HAND_WRITTEN.finditer(shown):
+        line_start = shown.rfind("\n", 0, match.start()) + 1
+        if not UNCHECKED.match(shown, line_start):
+            return True
+    for match in MENTION.finditer(shown):
+        line_start = shown.rfind("\n", 0, match.start()) + 1
+        if UNCHECKED.match(shown, line_start):
+            continue
+        sentence = _sentence(shown, match.start(), match.end())
+        if NEGATION.search(sentence) or DISABLED.search(sentence):
+            return True
+    return False
 
 
 def mentions_ai(pr: PRText) -> bool:

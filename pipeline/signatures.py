@@ -327,7 +327,7 @@ def detect(pr: PRText) -> list[Hit]:
     # A dependency bump's body and commits quote upstream's release notes and commits.
     read_text = bot not in DEPENDENCY_BOTS
     branch = pr.head_branch.strip().lower()
-    disclaimed = bool(NO_AI_DISCLOSURE.search(visible(pr.body)))
+    disclaimed = bool(NO_AI_DISCLOSURE.search(visible(pr.body))) or disclosures.denies_ai(pr.body)
     own_names = _person_names(pr)
     for prefix in CATALOGUE.branch_prefixes:
         # "devin/checkout-fix" by Devin Okafor is the person's own branch convention.
