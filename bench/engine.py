@@ -39,7 +39,7 @@ import sys
 import time
 from pathlib import Path
 
-from scratch import BASE_DIR, create_scratch_database, drop_scratch_database
+from scratch import BASE_DIR, create_scratch_database, drop_scratch_database, use_scratch_database
 
 SCRATCH_DATABASE = "tformance_bench_engine"
 BENCH_DIR = Path(__file__).resolve().parent
@@ -377,10 +377,8 @@ def main() -> int:
 
     url = create_scratch_database(SCRATCH_DATABASE)
     sys.path.insert(0, str(BENCH_DIR))
-    os.environ["DATABASE_URL"] = url
     os.environ["DJANGO_SETTINGS_MODULE"] = "engine_settings"
-    os.environ.setdefault("LOG_LEVEL", "WARNING")
-    os.environ["DJANGO_DEBUG"] = "false"  # as in production; DEBUG keeps every query in memory
+    use_scratch_database(url)
     import django
 
     django.setup()
