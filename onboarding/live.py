@@ -61,6 +61,7 @@ from django.views.decorators.http import require_GET
 from onboarding.http import team_of
 from onboarding.listener import TICK, Listener, get_listener
 from onboarding.progress import ProgressSnapshot, build_snapshot
+from pipeline.scope import team_scope
 
 logger = logging.getLogger(__name__)
 
@@ -224,6 +225,10 @@ def progress_status(request: HttpRequest) -> HttpResponse:
     snapshot = _snapshot_or_refusal(request)
     if isinstance(snapshot, HttpResponse):
         return snapshot
-    response = JsonResponse(snapshot.as_json())
+    data = snapshot.as_json()
+    # What the dashboard shows (pipeline.scope: the latest completed run), with its counts.
+    shown = team_scope(snapshot.team_id)
+    data["dashboard"] = shown.as_json() if shown is not None else None
+    response = JsonResponse(data)
     response["Cache-Control"] = "no-store"
     return response

@@ -55,6 +55,9 @@ class GitHubConnection(models.Model):
     account_login = models.CharField(max_length=200)
     connected_at = models.DateTimeField(auto_now=True)
 
+    class Meta:
+        verbose_name = "GitHub connection"
+
     def __str__(self) -> str:
         return f"{self.team} as {self.account_login}"
 

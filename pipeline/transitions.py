@@ -16,13 +16,13 @@ import logging
 from collections.abc import Callable, Iterable
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from onboarding.models import Repository, Team
 from pipeline import notify, queue, signals
-from pipeline.errors import InvalidSelection, PipelineNotRetryable
-from pipeline.models import EmailOutbox, PipelineRun, StageAttempt
+from pipeline.errors import InvalidSelection, PipelineNotRetryable, PipelineNotRunning
+from pipeline.models import EmailOutbox, PipelineRun, RunKind, StageAttempt
 from pipeline.stages import email as email_stage
 from pipeline.status import STAGE_ORDER, PipelineStatus, next_status
 
@@ -215,12 +215,14 @@ def complete_stage(attempt_id: int, counts: dict | None = None) -> str | None:
         new_status = next_status(attempt.stage)
         # The job goes in first: if anything after it fails, the whole hand-off rolls back with
         # it (tests/pipeline/test_worker.py injects exactly that fault).
-        if new_status == PipelineStatus.COMPLETE:
+        # Only onboarding tells the user by e-mail; nightly and re-score runs finish quietly.
+        if new_status == PipelineStatus.COMPLETE and run.kind == RunKind.ONBOARDING:
             outbox = EmailOutbox.objects.create(
                 run=run, team=team, recipients=email_stage.admin_recipients(team.pk)
             )
             outbox.job_id = queue.defer(queue.EMAIL_JOB, outbox_id=outbox.pk)
             outbox.save(update_fields=["job_id"])
+        if new_status == PipelineStatus.COMPLETE:
             run.state = PipelineRun.State.COMPLETE
             run.finished_at = now
             run.current_job_id = None
@@ -453,3 +455,176 @@ def retry_pipeline(team: Team, *, failed_job_id: int | None = None) -> PipelineR
         team.save(update_fields=["pipeline_status", "pipeline_error"])
         notify.publish(team_id=team.pk, run_id=run.pk, status=run.stage, event="retried")
         return run
+
+
+# --- Run kinds, cancel and restart ----------------------------------------------------------
+#
+# Every kind of run is the same state machine: a run row, the team's status, one live job for
+# the current stage. Kinds differ only in their first stage and in whether completion e-mails.
+
+FIRST_STAGE: dict[str, str] = {
+    RunKind.ONBOARDING: PipelineStatus.SYNCING,
+    RunKind.NIGHTLY: PipelineStatus.SYNCING,
+    RunKind.RESCORE: PipelineStatus.LLM_PROCESSING,
+}
+
+CANCELLED_MESSAGE = "Cancelled by staff: {reason}"
+RESTARTED_MESSAGE = "Stopped to restart the pipeline from the beginning."
+
+
+def _running_run(team: Team) -> PipelineRun | None:
+    return PipelineRun.objects.filter(team=team, state=PipelineRun.State.RUNNING).first()
+
+
+def _new_run(team: Team, kind: str, repository_ids: list[int], now: datetime.datetime):
+    """Create a running run of ``kind`` at its first stage, queue that stage's job and move the
+    team's status there. The caller holds the team lock and has checked nothing runs."""
+    stage = FIRST_STAGE[kind]
+    PipelineRun.objects.filter(team=team, state=PipelineRun.State.FAILED).update(
+        state=PipelineRun.State.SUPERSEDED
+    )
+    run = PipelineRun.objects.create(
+        team=team,
+        kind=kind,
+        stage=stage,
+        repository_ids=repository_ids,
+        started_at=now,
+        progress={"repositories_total": len(repository_ids), "repositories_done": 0},
+    )
+    run.current_job_id = queue.defer_stage(stage, run_id=run.pk)
+    run.save(update_fields=["current_job_id"])
+    team.pipeline_status = stage
+    team.pipeline_error = ""
+    team.pipeline_started_at = now
+    team.save(update_fields=["pipeline_status", "pipeline_error", "pipeline_started_at"])
+    notify.publish(team_id=team.pk, run_id=run.pk, status=stage, event="started")
+    return run
+
+
+def _onboarded(team: Team) -> bool:
+    return PipelineRun.objects.filter(
+        team=team, kind=RunKind.ONBOARDING, state=PipelineRun.State.COMPLETE
+    ).exists()
+
+
+def start_run(team: Team, kind: str, *, repository_ids: Iterable | None = None) -> PipelineRun:
+    """Start a run of ``kind``. Onboarding is ``start_pipeline`` (the user's selection).
+
+    Nightly and re-score runs need a team whose onboarding completed (PipelineNotRetryable
+    otherwise) and default to the team's selected repositories. Nightly starts at the sync
+    stage, re-score at detection; neither sends the completion e-mail. When another run of the
+    team is running, nothing starts: a ``skipped`` run of ``kind`` is recorded in the history
+    (its ``error`` names the running run) and returned, so callers see what happened and a
+    scheduled batch never collides with an onboarding or a staff-started run."""
+    if kind == RunKind.ONBOARDING:
+        return start_pipeline(team, repository_ids if repository_ids is not None else [])
+    if kind not in FIRST_STAGE:
+        raise ValueError(f"unknown run kind {kind!r}")
+    with transaction.atomic():
+        team = _lock_team(team.pk)
+        now = timezone.now()
+        running = _running_run(team)
+        if running is not None:
+            return PipelineRun.objects.create(
+                team=team,
+                kind=kind,
+                state=PipelineRun.State.SKIPPED,
+                stage=FIRST_STAGE[kind],
+                repository_ids=[],
+                started_at=now,
+                finished_at=now,
+                error=f"Not started: {running.get_kind_display().lower()} run {running.pk} "
+                "was running.",
+            )
+        if not _onboarded(team):
+            raise PipelineNotRetryable("The team has not completed onboarding yet.")
+        selected = Repository.objects.filter(team=team, selected=True).values_list("pk", flat=True)
+        ids = _parse_ids(repository_ids) if repository_ids is not None else sorted(selected)
+        if not ids:
+            raise InvalidSelection("The team has no selected repositories.")
+        return _new_run(team, kind, ids, now)
+
+
+def _end_live_stage_jobs(run: PipelineRun) -> list[int]:
+    """Cancel the run's queued stage jobs and ask a running one to abort. Returns their ids.
+
+    A ``doing`` job cannot be stopped from here; it is flagged (procrastinate's
+    ``abort_requested``) and its attempt is finished by the caller, so when its stage body
+    returns, the hand-off finds the attempt no longer running and changes nothing."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT id FROM procrastinate_jobs WHERE task_name = ANY(%s)"
+            " AND (args ->> 'run_id')::bigint = %s AND status IN ('todo', 'doing')"
+            " ORDER BY id FOR UPDATE",
+            [list(queue.STAGE_BY_TASK_NAME), run.pk],
+        )
+        job_ids = [row[0] for row in cursor.fetchall()]
+    manager = queue.job_manager()
+    for job_id in job_ids:
+        manager.cancel_job_by_id(job_id, abort=True)
+    return job_ids
+
+
+def _end_running_run(
+    team: Team, run: PipelineRun, state: str, message: str, now: datetime.datetime
+) -> None:
+    """End ``run`` (running, team locked) as ``state``: its live jobs end with it and its
+    running attempts are finished as cancelled, all in the caller's transaction."""
+    _end_live_stage_jobs(run)
+    for attempt in run.attempts.filter(outcome=StageAttempt.Outcome.RUNNING):
+        _finish_attempt(attempt, StageAttempt.Outcome.CANCELLED, now, error=message)
+    run.state = state
+    run.error = message
+    run.finished_at = now
+    run.current_job_id = None
+    run.save(update_fields=["state", "error", "finished_at", "current_job_id"])
+
+
+def cancel_pipeline(team: Team, *, reason: str) -> PipelineRun:
+    """Cancel the team's running run: its live job and the run end in one transaction.
+
+    The team returns to ``complete`` when an earlier onboarding completed (its dashboard stays
+    as it was), otherwise to ``not_started`` (the user can select repositories and start
+    again). Raises PipelineNotRunning when nothing runs."""
+    reason = reason.strip()
+    if not reason:
+        raise ValueError("A reason is required to cancel a pipeline.")
+    with transaction.atomic():
+        team = _lock_team(team.pk)
+        run = _running_run(team)
+        if run is None:
+            raise PipelineNotRunning("The team has no running pipeline to cancel.")
+        now = timezone.now()
+        _end_running_run(
+            team, run, PipelineRun.State.CANCELLED, CANCELLED_MESSAGE.format(reason=reason), now
+        )
+        team.pipeline_status = (
+            PipelineStatus.COMPLETE if _onboarded(team) else PipelineStatus.NOT_STARTED
+        )
+        team.pipeline_error = ""
+        team.save(update_fields=["pipeline_status", "pipeline_error"])
+        notify.publish(
+            team_id=team.pk, run_id=run.pk, status=team.pipeline_status, event="cancelled"
+        )
+        return run
+
+
+def restart_pipeline(team: Team) -> PipelineRun:
+    """Start the team's latest run over from its first stage, as a new run of the same kind on
+    the same repositories. A running run is superseded (its live job ended) in the same
+    transaction; a failed one is superseded too. Raises PipelineNotRetryable when the team
+    never started a pipeline."""
+    with transaction.atomic():
+        team = _lock_team(team.pk)
+        latest = (
+            PipelineRun.objects.filter(team=team)
+            .exclude(state=PipelineRun.State.SKIPPED)
+            .order_by("-started_at", "-pk")
+            .first()
+        )
+        if latest is None:
+            raise PipelineNotRetryable("The team has never started a pipeline.")
+        now = timezone.now()
+        if latest.state == PipelineRun.State.RUNNING:
+            _end_running_run(team, latest, PipelineRun.State.SUPERSEDED, RESTARTED_MESSAGE, now)
+        return _new_run(team, latest.kind, list(latest.repository_ids), now)

@@ -20,13 +20,12 @@ import functools
 import logging
 import re
 
-from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
 from onboarding.github import BROKEN_CONNECTION_MESSAGE, GitHubError, client_for
 from onboarding.models import GitHubConnection, Repository
-from pipeline import signals
+from pipeline import scope, signals
 from pipeline.errors import RescheduleStage, StageError
 from pipeline.github_graphql import PullRequestPager, parse_datetime
 from pipeline.models import PipelineRun, PullRequest, PullRequestCommit, PullRequestReview
@@ -102,7 +101,9 @@ def run(run: PipelineRun) -> dict:
     progress = run.progress or {}
     done: list[int] = list(progress.get(DONE_KEY) or [])
     prs_by_repository: dict[str, int] = dict(progress.get(PRS_BY_REPOSITORY_KEY) or {})
-    since = timezone.now() - datetime.timedelta(days=settings.SYNC_WINDOW_DAYS)
+    # The run's window (pipeline.scope), fixed at its start: a retry hours later, the later
+    # stages and the dashboard all count from the same moment.
+    since = scope.window_start(run)
     pager = PullRequestPager(client.requester)
     report(
         run,

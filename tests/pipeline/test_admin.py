@@ -48,10 +48,15 @@ def put_job_in_doing(heartbeat_age: str) -> int:
     return job_id
 
 
-def requeue(staff_client, *job_ids: int):
+def requeue(staff_client, *job_ids: int, reason: str = "worker host lost"):
     return staff_client.post(
         reverse(CHANGELIST),
-        {"action": "requeue", "_selected_action": [str(i) for i in job_ids]},
+        {
+            "action": "requeue",
+            "_selected_action": [str(i) for i in job_ids],
+            "confirm": "yes",
+            "reason": reason,
+        },
         follow=True,
     )
 

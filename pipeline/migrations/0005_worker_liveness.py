@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('pipeline', '0002_job_identity'),
+        ('pipeline', '0004_job_list_indexes'),
     ]
 
     operations = [
