@@ -157,6 +157,19 @@ async def rescue_stalled_jobs(context: JobContext, timestamp: int) -> None:
     await rescue.rescue()
 
 
+@app.periodic(cron=settings.DETECT_RESCORE_CRON)
+@app.task(name="pipeline.rescore_outdated_catalogue", queue=retention.QUEUE)
+def rescore_outdated_catalogue(timestamp: int) -> None:
+    """A team whose verdicts come from another catalogue version gets a rescore run."""
+    from pipeline import rescore
+
+    close_old_connections()
+    try:
+        rescore.rescore_outdated_teams()
+    finally:
+        close_old_connections()
+
+
 @app.periodic(cron=settings.PIPELINE_RETENTION_CRON)
 @app.task(name=retention.TASK_NAME, queue=retention.QUEUE)
 def delete_finished_jobs(timestamp: int) -> None:

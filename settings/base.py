@@ -168,6 +168,9 @@ OPENAI_API_KEY = os.environ.get("OPENAI_API_KEY", "")
 OPENAI_BASE_URL = os.environ.get("OPENAI_BASE_URL", "")
 LLM_MODEL = os.environ.get("LLM_MODEL", "gpt-4o-mini")
 LLM_ONBOARDING_LIMIT = int(os.environ.get("LLM_ONBOARDING_LIMIT", "100"))
+# Detection catalogue (pipeline/catalogue.toml): how often workers look for teams whose verdicts
+# were scored with another catalogue version, and re-score them (a "rescore" run, no re-sync).
+DETECT_RESCORE_CRON = os.environ.get("DETECT_RESCORE_CRON", "*/10 * * * *")
 LLM_CONCURRENCY = int(os.environ.get("LLM_CONCURRENCY", "8"))
 LLM_TIMEOUT_SECONDS = float(os.environ.get("LLM_TIMEOUT_SECONDS", "30"))
 LLM_CONFIDENCE_THRESHOLD = float(os.environ.get("LLM_CONFIDENCE_THRESHOLD", "0.7"))

@@ -12,9 +12,11 @@ from django.views.decorators.http import require_GET
 from onboarding import dashboard as dashboard_data
 from onboarding.http import AuthenticatedHttpRequest, team_of
 from onboarding.progress import build_snapshot
-from pipeline.models import Insight, PipelineRun, PullRequest
+from pipeline.models import AIVerdict, Insight, PipelineRun, PullRequest
 from pipeline.nightly import last_nightly_update
+from pipeline.rescore import catalogue_versions
 from pipeline.scope import AI_SHARE_LABEL, team_scope
+from pipeline.signatures import CATALOGUE_VERSION
 
 PRS_PER_PAGE = 25
 
@@ -53,6 +55,13 @@ def dashboard(request: AuthenticatedHttpRequest) -> HttpResponse:
         .order_by("-started_at")
         .first()
     )
+    # Which marker catalogue the numbers come from; another version shipped means a re-score
+    # (pipeline.rescore) is due or running.
+    versions = (
+        catalogue_versions(AIVerdict.objects.filter(pull_request__in=scope.pull_requests()))
+        if scope
+        else []
+    )
     context = {
         "team": team,
         "scope": scope,
@@ -65,6 +74,9 @@ def dashboard(request: AuthenticatedHttpRequest) -> HttpResponse:
         "latest_run": latest_run,
         "last_nightly_update": last_nightly_update(team),
         "ai_share_label": AI_SHARE_LABEL,
+        "catalogue_versions": versions,
+        "catalogue_current": CATALOGUE_VERSION,
+        "catalogue_outdated": any(v != CATALOGUE_VERSION for v in versions),
         # What the last run skipped or did without (e.g. signatures only, no LLM): the numbers
         # below should be read with it.
         "run_notes": build_snapshot(team.pk).notes if latest_run else [],
