@@ -432,10 +432,13 @@ def _notes(run: PipelineRun | None, counters: Counters) -> list[str]:
 
 
 def expected_rescue_at(now: datetime.datetime) -> datetime.datetime:
-    """When the rescuer is next expected to hand a stalled job to a live worker: the next tick
-    of its schedule (PIPELINE_RESCUE_CRON; six fields put seconds last)."""
-    iterator = croniter.croniter(settings.PIPELINE_RESCUE_CRON, now)
-    return iterator.get_next(datetime.datetime)
+    """When the rescuer is next expected to hand a stalled job to a live worker: one period of
+    the rescue loop that every ``manage.py worker`` runs (PIPELINE_RESCUE_INTERVAL_SECONDS), or,
+    for workers without it, the next tick of the periodic rescuer (PIPELINE_RESCUE_CRON)."""
+    interval = getattr(settings, "PIPELINE_RESCUE_INTERVAL_SECONDS", None)
+    if interval is not None:
+        return now + datetime.timedelta(seconds=interval)
+    return croniter.croniter(settings.PIPELINE_RESCUE_CRON, now).get_next(datetime.datetime)
 
 
 def _delay(

@@ -58,6 +58,15 @@ def page(run: PipelineRun) -> str:
     return render_to_string("onboarding/_progress.html", {"p": build_snapshot(run.team_id)})
 
 
+def next_rescue(after: datetime.datetime) -> datetime.datetime:
+    """The latest moment the shipped rescuer runs after ``after``: its loop's period, or the
+    next tick of its schedule."""
+    interval = getattr(settings, "PIPELINE_RESCUE_INTERVAL_SECONDS", None)
+    if interval is not None:
+        return after + datetime.timedelta(seconds=interval)
+    return croniter.croniter(settings.PIPELINE_RESCUE_CRON, after).get_next(datetime.datetime)
+
+
 @pytest.fixture
 def run(team, repositories) -> PipelineRun:
     return transitions.start_pipeline(team, [r.pk for r in repositories])
