@@ -48,20 +48,33 @@ def job_manager() -> JobManager:
     return _django_job_manager
 
 
-def defer(spec: JobSpec, *, schedule_at: datetime.datetime | None = None, **task_kwargs) -> int:
-    """Insert a job on Django's connection: it commits or rolls back with the caller."""
+def defer(
+    spec: JobSpec,
+    *,
+    schedule_at: datetime.datetime | None = None,
+    priority: int | None = None,
+    **task_kwargs,
+) -> int:
+    """Insert a job on Django's connection: it commits or rolls back with the caller.
+    ``priority`` overrides the spec's (nightly runs' jobs yield to onboarding's)."""
     deferrer = configure_task(
         name=spec.task_name,
         job_manager=_django_job_manager,
         queue=spec.queue,
-        priority=spec.priority,
+        priority=spec.priority if priority is None else priority,
         schedule_at=schedule_at,
     )
     return deferrer.defer(**task_kwargs)
 
 
-def defer_stage(stage: str, *, run_id: int, schedule_at: datetime.datetime | None = None) -> int:
-    return defer(STAGE_JOBS[stage], run_id=run_id, schedule_at=schedule_at)
+def defer_stage(
+    stage: str,
+    *,
+    run_id: int,
+    schedule_at: datetime.datetime | None = None,
+    priority: int | None = None,
+) -> int:
+    return defer(STAGE_JOBS[stage], run_id=run_id, schedule_at=schedule_at, priority=priority)
 
 
 def live_stage_jobs(run_id: int, stage: str) -> int:

@@ -12,7 +12,7 @@ from procrastinate.contrib.django import app
 from procrastinate.jobs import Job
 from procrastinate.retry import RetryDecision
 
-from pipeline import execution, queue, retention, transitions
+from pipeline import execution, nightly, queue, retention, transitions
 from pipeline.errors import RescheduleStage, StageError
 from pipeline.stages import email as email_stage
 from pipeline.stages import stage_function
@@ -182,5 +182,26 @@ def delete_finished_jobs(timestamp: int) -> None:
     try:
         deleted = retention.delete_finished_jobs()
         logger.info("retention: deleted %s finished jobs", deleted)
+    finally:
+        close_old_connections()
+
+
+# The nightly batch (pipeline.nightly): a tick at NIGHTLY_CRON begins it, one fan-out job at a
+# time starts the teams' nightly runs under the in-flight cap.
+@app.periodic(cron=settings.NIGHTLY_CRON)
+@app.task(name=nightly.TICK_TASK, queue=nightly.QUEUE)
+def nightly_tick(timestamp: int) -> None:
+    close_old_connections()
+    try:
+        nightly.start_batch(timestamp)
+    finally:
+        close_old_connections()
+
+
+@app.task(name=nightly.FAN_OUT_TASK, queue=nightly.QUEUE)
+def nightly_fan_out(batch_started: float) -> None:
+    close_old_connections()
+    try:
+        nightly.run_fan_out(batch_started)
     finally:
         close_old_connections()

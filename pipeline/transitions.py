@@ -31,6 +31,12 @@ logger = logging.getLogger(__name__)
 WORKER_LOST_MESSAGE = "The worker running this step stopped before finishing; it was restarted."
 
 
+def job_priority(run: PipelineRun) -> int | None:
+    """Scheduled runs' jobs yield to onboarding's (procrastinate takes higher first); None keeps
+    the job spec's own priority."""
+    return None if run.kind == RunKind.ONBOARDING else settings.NIGHTLY_JOB_PRIORITY
+
+
 def _lock_team(team_id: int) -> Team:
     return Team.objects.select_for_update().get(pk=team_id)
 
@@ -227,7 +233,9 @@ def complete_stage(attempt_id: int, counts: dict | None = None) -> str | None:
             run.finished_at = now
             run.current_job_id = None
         else:
-            run.current_job_id = queue.defer_stage(new_status, run_id=run.pk)
+            run.current_job_id = queue.defer_stage(
+                new_status, run_id=run.pk, priority=job_priority(run)
+            )
         _finish_attempt(attempt, StageAttempt.Outcome.SUCCEEDED, now, counts=counts or {})
         run.stage = new_status
         run.save(update_fields=["stage", "state", "finished_at", "current_job_id"])
@@ -286,7 +294,9 @@ def reschedule_stage(attempt_id: int, at: datetime.datetime, reason: str) -> Non
         if locked is None:
             return
         team, run, attempt = locked
-        run.current_job_id = queue.defer_stage(attempt.stage, run_id=run.pk, schedule_at=at)
+        run.current_job_id = queue.defer_stage(
+            attempt.stage, run_id=run.pk, schedule_at=at, priority=job_priority(run)
+        )
         run.save(update_fields=["current_job_id"])
         _finish_attempt(attempt, StageAttempt.Outcome.RESCHEDULED, timezone.now(), error=reason)
         notify.publish(
@@ -445,7 +455,7 @@ def retry_pipeline(team: Team, *, failed_job_id: int | None = None) -> PipelineR
                 )
         # Always a new job, even when staff resume from a failed one: re-queueing that job would
         # inherit its spent attempts counter, leaving the resumed stage no retries.
-        run.current_job_id = queue.defer_stage(run.stage, run_id=run.pk)
+        run.current_job_id = queue.defer_stage(run.stage, run_id=run.pk, priority=job_priority(run))
         run.state = PipelineRun.State.RUNNING
         run.error = ""
         run.finished_at = None
@@ -491,7 +501,7 @@ def _new_run(team: Team, kind: str, repository_ids: list[int], now: datetime.dat
         started_at=now,
         progress={"repositories_total": len(repository_ids), "repositories_done": 0},
     )
-    run.current_job_id = queue.defer_stage(stage, run_id=run.pk)
+    run.current_job_id = queue.defer_stage(stage, run_id=run.pk, priority=job_priority(run))
     run.save(update_fields=["current_job_id"])
     team.pipeline_status = stage
     team.pipeline_error = ""
@@ -525,16 +535,10 @@ def start_run(team: Team, kind: str, *, repository_ids: Iterable | None = None) 
         now = timezone.now()
         running = _running_run(team)
         if running is not None:
-            return PipelineRun.objects.create(
-                team=team,
-                kind=kind,
-                state=PipelineRun.State.SKIPPED,
-                stage=FIRST_STAGE[kind],
-                repository_ids=[],
-                started_at=now,
-                finished_at=now,
-                error=f"Not started: {running.get_kind_display().lower()} run {running.pk} "
-                "was running.",
+            return record_skipped_run(
+                team,
+                kind,
+                f"Not started: {running.get_kind_display().lower()} run {running.pk} was running.",
             )
         if not _onboarded(team):
             raise PipelineNotRetryable("The team has not completed onboarding yet.")
@@ -543,6 +547,22 @@ def start_run(team: Team, kind: str, *, repository_ids: Iterable | None = None) 
         if not ids:
             raise InvalidSelection("The team has no selected repositories.")
         return _new_run(team, kind, ids, now)
+
+
+def record_skipped_run(team: Team, kind: str, reason: str) -> PipelineRun:
+    """A run of ``kind`` that did not start, for the history: the team's status, runs and queue
+    are untouched (so this needs no team lock)."""
+    now = timezone.now()
+    return PipelineRun.objects.create(
+        team=team,
+        kind=kind,
+        state=PipelineRun.State.SKIPPED,
+        stage=FIRST_STAGE[kind],
+        repository_ids=[],
+        started_at=now,
+        finished_at=now,
+        error=reason,
+    )
 
 
 def _end_live_stage_jobs(run: PipelineRun) -> list[int]:

@@ -259,3 +259,19 @@ PIPELINE_JOB_RETENTION_DAYS = float(os.environ.get("PIPELINE_JOB_RETENTION_DAYS"
 # When the deletion runs. Five fields: minute 17 of every hour. (A sixth field would be SECONDS,
 # last, in procrastinate: "*/15 * * * * *" means every second of minutes 0, 15, 30 and 45.)
 PIPELINE_RETENTION_CRON = os.environ.get("PIPELINE_RETENTION_CRON", "17 * * * *")
+
+# --- Nightly batch (ops) ---------------------------------------------------------------------
+# When the batch starts. Five fields, minutes first: "0 2 * * *" is 02:00 UTC every day. (A
+# sixth field would be SECONDS, last, in procrastinate's crons.)
+NIGHTLY_CRON = os.environ.get("NIGHTLY_CRON", "0 2 * * *")
+# Nightly runs in flight at once, whatever the number of teams: the queue never holds more than
+# this many nightly stage jobs, and the workers always keep slots for onboarding (the sync
+# worker runs 4 jobs at once by default). Raise it with more worker processes.
+NIGHTLY_MAX_IN_FLIGHT = int(os.environ.get("NIGHTLY_MAX_IN_FLIGHT", "2"))
+# Seconds between two fan-out steps while teams are still waiting for their nightly run.
+NIGHTLY_FAN_OUT_SECONDS = float(os.environ.get("NIGHTLY_FAN_OUT_SECONDS", "1"))
+# procrastinate takes higher priorities first: onboarding's jobs (0) go before nightly ones.
+NIGHTLY_JOB_PRIORITY = int(os.environ.get("NIGHTLY_JOB_PRIORITY", "-10"))
+# PRs a nightly run may send to the LLM (new or changed PRs only; onboarding's cap is
+# LLM_ONBOARDING_LIMIT).
+LLM_NIGHTLY_LIMIT = int(os.environ.get("LLM_NIGHTLY_LIMIT", "500"))

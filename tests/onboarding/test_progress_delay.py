@@ -57,6 +57,12 @@ def page(run: PipelineRun) -> str:
     return render_to_string("onboarding/_progress.html", {"p": build_snapshot(run.team_id)})
 
 
+def next_rescue(after: datetime.datetime) -> datetime.datetime:
+    """The latest moment the shipped rescuer runs after ``after``: one period of the rescue
+    loop every worker runs."""
+    return after + datetime.timedelta(seconds=settings.PIPELINE_RESCUE_INTERVAL_SECONDS)
+
+
 @pytest.fixture
 def run(team, repositories) -> PipelineRun:
     return transitions.start_pipeline(team, [r.pk for r in repositories])
