@@ -60,7 +60,11 @@ class PipelineRun(models.Model):
             )
         ]
         ordering = ["-started_at"]
-        indexes = [models.Index(fields=["team", "kind", "state"])]
+        indexes = [
+            models.Index(fields=["team", "kind", "state"]),
+            # The operations page: runs failed today.
+            models.Index(fields=["state", "finished_at"]),
+        ]
 
     def __str__(self) -> str:
         return f"{self.kind} run {self.pk} of team {self.team_id} ({self.state}, {self.stage})"
@@ -87,7 +91,8 @@ class StageAttempt(models.Model):
     # invariant check needs to tell "this execution already handed off" from "a retry runs".
     job_attempts = models.PositiveIntegerField(null=True, blank=True)
     started_at = models.DateTimeField()
-    finished_at = models.DateTimeField(null=True, blank=True)
+    # Indexed for the operations page's last-24-hours stage figures.
+    finished_at = models.DateTimeField(null=True, blank=True, db_index=True)
     duration_ms = models.PositiveIntegerField(null=True, blank=True)
     outcome = models.CharField(max_length=16, choices=Outcome.choices, default=Outcome.RUNNING)
     error = models.TextField(blank=True, default="")

@@ -959,5 +959,123 @@ for title, body in MENTIONS:
         pr(title=title, body=body),
     )
 
+# --- Verbatim excerpts of public PR bodies and commits (as found by the research search) ------
+VERBATIM = [
+    (
+        "known_tools",
+        True,
+        ["Claude Code"],
+        "53408623816",
+        {
+            "body": "- [x] Run on a system with full ClaudeBox installation\n\n🤖 Generated with [Claude Code](https://claude.ai/code)\n\n## Summary by Sourcery\n\nIntroduce a comprehensive uninstall.sh script to fully remove ClaudeBox components"
+        },
+    ),
+    (
+        "other_tools",
+        True,
+        ["Claude Code"],
+        "53972390790",
+        {
+            "body": "tests.\n\nGenerated with Claude Code\n\n<!-- This is an auto-generated description by cubic. -->\n---\n## Summary by cubic\nAdds the `ai-regression-testing` skill with practical patterns and helpers to catch regressions"
+        },
+    ),
+    (
+        "review_only",
+        False,
+        ["Sourcery"],
+        "53586845238",
+        {
+            "body": "`claudebox rebuild` failed because the image name was being\nreferenced before it was calculated. Do the calculation earlier.\n\n## Summary by Sourcery\n\nBug Fixes:\n\n- Resolve unbound variable error in the rebuild command by precomputing the image name"
+        },
+    ),
+    (
+        "review_only",
+        False,
+        ["Sourcery"],
+        "53716022011",
+        {
+            "body": "Duplicate group IDs aren't good practice\nin general, but in the context of ClaudeBox, shouldn't cause any\nproblems.\n\n## Summary by Sourcery\n\nBug Fixes:\n\n- Add the -o option to groupadd to allow duplicate group IDs"
+        },
+    ),
+    (
+        "review_only",
+        False,
+        ["cubic"],
+        "71565649609",
+        {
+            "body": "No changeset\nneeded per CONTRIBUTING.md.\n\n\n<!-- This is an auto-generated description by cubic. -->\n---\n## Summary by cubic\nFixes three broken links in the v3 docs."
+        },
+    ),
+    (
+        "trap_sdk_bump",
+        False,
+        [],
+        "55190338290",
+        {
+            "title": "Update gRPC and OpenTelemetry dependencies",
+            "author_login": "renovate[bot]",
+            "author_is_bot": True,
+            "head_branch": "renovate/grpc",
+            "body": "This PR contains the following updates.\n\n## Summary by Sourcery\n\nUpdate gRPC and OpenTelemetry dependencies to their latest compatible versions.",
+        },
+    ),
+    (
+        "other_tools",
+        True,
+        ["Replit Agent"],
+        "65836097228",
+        {
+            "commits": [
+                {
+                    "message": "Start tidy: remove dead files, park unused features, new schema and API contract\n\n## Clean up .replit configuration\n\nReplit-Commit-Author: Agent\n"
+                }
+            ]
+        },
+    ),
+    (
+        "other_tools",
+        True,
+        ["Amp"],
+        "60786243695",
+        {
+            "commits": [
+                {
+                    "message": "fix(cli): embed the optional signal where trpc-cli expects it\n\nAmp-Thread-ID: https://ampcode.com/threads/T-019c90c6-c261-75dd-be9e-48cc2e28ccdb\nCo-authored-by: Amp <amp@ampcode.com>"
+                }
+            ]
+        },
+    ),
+    (
+        "other_tools",
+        True,
+        ["Qwen Code"],
+        "71447677387",
+        {
+            "body": "Verified on the assets branch.\n\n---\n<sub>🤖 Generated with [Qwen Code](https://github.com/QwenLM/qwen-code) — maintainer verification round 4, driven locally by @wenshao</sub>"
+        },
+    ),
+    (
+        "trap_quoted",
+        False,
+        [],
+        "66242625912",
+        {
+            "body": "Our hook rejects these:\n\n```js\n/Made-with: Cursor/i,\n/Co-authored-by: aider.*<noreply@aider\\.chat>/i,\n```"
+        },
+    ),
+]
+for family, ai, tools, ref, fields in VERBATIM:
+    data = pr(**{k: v for k, v in fields.items() if k != "commits"})
+    if "commits" in fields:
+        data["commits"] = [{**data["commits"][0], **c} for c in fields["commits"]]
+    add(
+        family,
+        ai,
+        tools,
+        f"verbatim excerpt of a public PR/commit, corpus:{ref}",
+        data,
+        review_only=family == "review_only",
+    )
+
 OUT.write_text("".join(json.dumps(e, ensure_ascii=False, sort_keys=True) + "\n" for e in entries))
 print(f"{len(entries)} PRs -> {OUT}")
