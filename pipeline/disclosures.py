@@ -75,6 +75,11 @@ UNCHECKED = re.compile(r"^\s*[-*]\s*\[ \]", re.MULTILINE)
 MENTION = re.compile(
     rf"(?<![\w.-])(?:{_NAMES}|ai-(?:assisted|generated)|gpt-?\d\w*|openai)(?![\w-])", re.IGNORECASE
 )
+HAND_WRITTEN = re.compile(
+    r"\b(?:i|we)\s+wrote\s+(?:it|this|the\s+code|everything)\s+(?:myself|ourselves|by\s+hand)\b"
+    r"|\b(?:written|coded)\s+(?:entirely\s+)?by\s+hand\b",
+    re.IGNORECASE,
+)
 # Tool names that are also ordinary words count only when written as a name ("Cursor").
 WORDLIKE = frozenset({"cursor", "lovable", "goose"})
 # Words around a tool name that show the sentence is not about writing this change with it.
@@ -107,18 +112,77 @@ def find(pr: PRText) -> list[Hit]:
                 if UNCHECKED.match(text, line_start):
                     continue
                 sentence = _sentence(text, match.start(), match.end())
-                if NEGATION.search(sentence) or DISABLED.search(sentence):
+                # "not written with Copilot" negates; "Written with Copilot, not much else" not.
+                before = sentence[: sentence.find(match.group(0)) + len(match.group(0))]
+                if NEGATION.search(before) or DISABLED.search(sentence):
                     continue
                 name = match.group("tool")
                 if name.lower() in WORDLIKE and name.islower():
                     continue
+                if followed_by_surname(text, match.end("tool")):
+                    continue
                 tool = TOOL_OF_NAME[name.lower()]
+                if tool == OTHER_AI:  # "with AI assistance (Claude)": name the tool if said
+                    tool = _named_tool(sentence) or OTHER_AI
                 evidence = excerpt(text, match.start(), match.end())
                 hits.append(Hit(tool, f"prose disclosure in {where}", evidence, AUTHORING))
                 break
             if hits:
                 return hits
     return hits
+
+
+# "Claude Martin", "Devin Booker": a capitalised word after a first-name-like tool is a surname,
+# unless it is how the tool itself continues ("Claude Code", "Gemini CLI").
+SURNAME = re.compile(r"[ \t]+([A-Z][a-z]+)\b")
+TOOL_CONTINUATIONS = frozenset(
+    {
+        "Code",
+        "Agent",
+        "Chat",
+        "Cli",
+        "Opus",
+        "Sonnet",
+        "Haiku",
+        "Pro",
+        "Flash",
+        "Assist",
+        "Developer",
+    }
+)
+
+
+def followed_by_surname(text: str, end: int) -> bool:
+    match = SURNAME.match(text, end)
+    return bool(match) and match.group(1) not in TOOL_CONTINUATIONS
+
+
+def _named_tool(sentence: str) -> str | None:
+    for match in MENTION.finditer(sentence):
+        tool = TOOL_OF_NAME.get(match.group(0).lower())
+        if tool and tool != OTHER_AI:
+            return tool
+    return None
+
+
+def denies_ai(text: str) -> bool:
+    """A sentence of ``text`` says AI was *not* used ("I did not use ChatGPT", "AI usage: none",
+    "Tested with Copilot disabled"); an unchecked checklist item says nothing."""
+    from pipeline.signatures import visible
+
+    shown = visible(text)
+    for match in HAND_WRITTEN.finditer(shown):
+        line_start = shown.rfind("\n", 0, match.start()) + 1
+        if not UNCHECKED.match(shown, line_start):
+            return True
+    for match in MENTION.finditer(shown):
+        line_start = shown.rfind("\n", 0, match.start()) + 1
+        if UNCHECKED.match(shown, line_start):
+            continue
+        sentence = _sentence(shown, match.start(), match.end())
+        if NEGATION.search(sentence) or DISABLED.search(sentence):
+            return True
+    return False
 
 
 def mentions_ai(pr: PRText) -> bool:

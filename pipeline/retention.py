@@ -31,13 +31,16 @@ BATCH_SIZE = 5000
 _DELETE_BATCH = """
     DELETE FROM procrastinate_jobs
      WHERE status::text = ANY(%(statuses)s)
-       AND id IN (
+       AND id = ANY(ARRAY(
            SELECT job.id FROM procrastinate_jobs job
             WHERE job.status::text = ANY(%(statuses)s)
               AND (SELECT max(event.at) FROM procrastinate_events event
                     WHERE event.job_id = job.id) < %(cutoff)s
-            LIMIT %(batch)s)
+            LIMIT %(batch)s))
 """
+# ``id = ANY(ARRAY(...))``, not ``id IN (...)``: the planner underestimates the ``status::text``
+# filter and joined an ``IN`` against every finished job row by row (quadratic: 2.3 s for 3,000
+# of 20,000 jobs, minutes at 100,000; bench/jobs). The array is computed once, then read by id.
 
 
 def retention_cutoff(now: datetime.datetime | None = None) -> datetime.datetime:

@@ -12,8 +12,11 @@ from django.views.decorators.http import require_GET
 from onboarding import dashboard as dashboard_data
 from onboarding.http import AuthenticatedHttpRequest, team_of
 from onboarding.progress import build_snapshot
-from pipeline.models import Insight, PipelineRun, PullRequest
+from pipeline.models import AIVerdict, Insight, PipelineRun, PullRequest
+from pipeline.nightly import last_nightly_update
+from pipeline.rescore import catalogue_versions
 from pipeline.scope import AI_SHARE_LABEL, team_scope
+from pipeline.signatures import CATALOGUE_VERSION
 
 PRS_PER_PAGE = 25
 
@@ -45,7 +48,20 @@ def dashboard(request: AuthenticatedHttpRequest) -> HttpResponse:
         }
         for pr in page.object_list
     ]
-    latest_run = PipelineRun.objects.filter(team=team).order_by("-started_at").first()
+    # A skipped nightly run (another run was going) is history for staff, not an analysis.
+    latest_run = (
+        PipelineRun.objects.filter(team=team)
+        .exclude(state=PipelineRun.State.SKIPPED)
+        .order_by("-started_at")
+        .first()
+    )
+    # Which marker catalogue the numbers come from; another version shipped means a re-score
+    # (pipeline.rescore) is due or running.
+    versions = (
+        catalogue_versions(AIVerdict.objects.filter(pull_request__in=scope.pull_requests()))
+        if scope
+        else []
+    )
     context = {
         "team": team,
         "scope": scope,
@@ -56,7 +72,11 @@ def dashboard(request: AuthenticatedHttpRequest) -> HttpResponse:
         "rows": rows,
         "ai_only": ai_only,
         "latest_run": latest_run,
+        "last_nightly_update": last_nightly_update(team),
         "ai_share_label": AI_SHARE_LABEL,
+        "catalogue_versions": versions,
+        "catalogue_current": CATALOGUE_VERSION,
+        "catalogue_outdated": any(v != CATALOGUE_VERSION for v in versions),
         # What the last run skipped or did without (e.g. signatures only, no LLM): the numbers
         # below should be read with it.
         "run_notes": build_snapshot(team.pk).notes if latest_run else [],

@@ -16,7 +16,7 @@ from procrastinate.contrib.django.models import ProcrastinateJob
 
 from onboarding.models import Membership, Team
 from pipeline import transitions
-from pipeline.admin import requeue_jobs
+from pipeline.admin_jobs import requeue_jobs
 from pipeline.models import EmailOutbox, Insight, PipelineRun
 from pipeline.stages import email as email_stage
 from pipeline.stages import insights, metrics
@@ -288,8 +288,8 @@ def test_a_rejected_email_sent_by_a_worker_is_resent_from_the_admin_once_accepte
 
     smtp_sink.reject = None
     wait_for(lambda: job_has_failed(outbox.job_id))  # procrastinate records the job's end
-    done, refused = requeue_jobs(ProcrastinateJob.objects.filter(id=outbox.job_id))
-    assert refused == [] and len(done) == 1
+    [result] = requeue_jobs(ProcrastinateJob.objects.filter(id=outbox.job_id))
+    assert result.succeeded, result.message
 
     [message] = smtp_sink.wait_for_messages(1)
     wait_for(lambda: EmailOutbox.objects.get(pk=outbox.pk).status == EmailOutbox.Status.SENT)
@@ -329,8 +329,8 @@ def test_a_provider_configured_from_the_environment_gets_the_email_after_a_rejec
 
     postmark_server.reject = False
     wait_for(lambda: job_has_failed(outbox.job_id))
-    done, refused = requeue_jobs(ProcrastinateJob.objects.filter(id=outbox.job_id))
-    assert refused == [] and len(done) == 1
+    [result] = requeue_jobs(ProcrastinateJob.objects.filter(id=outbox.job_id))
+    assert result.succeeded, result.message
     wait_for(lambda: EmailOutbox.objects.get(pk=outbox.pk).status == EmailOutbox.Status.SENT)
 
     accepted = postmark_server.requests[-1]
