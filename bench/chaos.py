@@ -259,7 +259,7 @@ def main() -> int:
 def run(args, rng, kill_min, kill_max, workers, api_url, org, repos, windows, tokens) -> dict:
     from django.db import close_old_connections
 
-    from pipeline import transitions
+    from pipeline import rescue, transitions
     from pipeline.invariant import find_drift
     from pipeline.models import PipelineRun
 
@@ -272,7 +272,7 @@ def run(args, rng, kill_min, kill_max, workers, api_url, org, repos, windows, to
     print(f"started {len(teams)} pipelines on 2 workers; killing one every {args.kill_every} s")
 
     kills: list[dict] = []
-    drift_checks = drift_seen = 0
+    drift_checks = drift_seen = awaiting_rescue_max = 0
     drift_examples: list = []
     next_kill = time.monotonic() + rng.uniform(kill_min, kill_max)
     next_check = time.monotonic() + 2
@@ -283,6 +283,7 @@ def run(args, rng, kill_min, kill_max, workers, api_url, org, repos, windows, to
         if now >= next_check:
             drift = find_drift()
             drift_checks += 1
+            awaiting_rescue_max = max(awaiting_rescue_max, len(rescue.stalled_job_ids()))
             if drift:
                 drift_seen += 1
                 drift_examples = drift_examples or [str(d) for d in drift[:3]]
@@ -300,7 +301,9 @@ def run(args, rng, kill_min, kill_max, workers, api_url, org, repos, windows, to
             next_kill = time.monotonic() + rng.uniform(kill_min, kill_max)
         time.sleep(0.1)
     elapsed = time.monotonic() - started
-    return collect(teams, windows, kills, elapsed, drift_checks, drift_seen, drift_examples)
+    result = collect(teams, windows, kills, elapsed, drift_checks, drift_seen, drift_examples)
+    result["awaiting_rescue_max"] = awaiting_rescue_max
+    return result
 
 
 def collect(teams, windows, kills, elapsed, drift_checks, drift_seen, drift_examples) -> dict:
@@ -316,6 +319,22 @@ def collect(teams, windows, kills, elapsed, drift_checks, drift_seen, drift_exam
     completed = states.get(PipelineRun.State.COMPLETE, 0)
     expected_prs = sum(windows.get(name, 0) for _, _, name in teams)
     pr_rows = PullRequest.objects.count()
+    rows_by_team = dict(
+        PullRequest.objects.values_list("team_id")
+        .annotate(n=Count("id"))
+        .values_list("team_id", "n")
+    )
+    complete_teams = set(
+        PipelineRun.objects.filter(state=PipelineRun.State.COMPLETE).values_list(
+            "team_id", flat=True
+        )
+    )
+    # A completed team must hold every PR of its repository's window, once.
+    missing_prs = sum(
+        max(0, windows.get(name, 0) - rows_by_team.get(team.pk, 0))
+        for team, _, name in teams
+        if team.pk in complete_teams
+    )
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT coalesce(sum(n - 1), 0) FROM (SELECT count(*) n FROM pipeline_pullrequest"
@@ -351,6 +370,7 @@ def collect(teams, windows, kills, elapsed, drift_checks, drift_seen, drift_exam
         "kill_to_running_again": [v for v in latencies if v is not None],
         "pr_rows": pr_rows,
         "pr_rows_expected": expected_prs,
+        "pr_rows_missing_in_completed_teams": missing_prs,
         "duplicate_pr_rows": duplicate_prs,
         "duplicate_stage_successes": duplicate_successes,
         "drift_checks": drift_checks,
@@ -403,12 +423,14 @@ def report(args, result: dict, log_dir: Path) -> int:
     print(
         f"duplicated: PR rows {result['duplicate_pr_rows']}, stage successes"
         f" {result['duplicate_stage_successes']}, e-mails {result['duplicate_emails']}"
-        f" (PR rows {result['pr_rows']} of {result['pr_rows_expected']} expected; e-mails sent"
+        f" (PR rows {result['pr_rows']} of {result['pr_rows_expected']} expected, missing in"
+        f" completed teams {result['pr_rows_missing_in_completed_teams']}; e-mails sent"
         f" {result['emails_sent']} of {result['emails_expected']})"
     )
     print(
         f"drift: {result['drift_checks_with_drift']} of {result['drift_checks']} checks mid-run,"
-        f" {len(result['final_drift'])} at the end"
+        f" {len(result['final_drift'])} at the end; jobs awaiting rescue at once: at most"
+        f" {result['awaiting_rescue_max']}"
     )
     print(
         f"kill -> running again: p50 {s(p50)}, p95 {s(p95)}, max"
@@ -424,6 +446,7 @@ def report(args, result: dict, log_dir: Path) -> int:
     ok = (
         lost == 0
         and duplicated == 0
+        and result["pr_rows_missing_in_completed_teams"] == 0
         and result["drift_checks_with_drift"] == 0
         and not result["final_drift"]
         and p95 is not None

@@ -278,6 +278,9 @@ def evidence_of(verdict: AIVerdict | None) -> list[str]:
     for hit in verdict.signature_hits or []:
         tool = hit.get("tool", "")
         evidence = hit.get("evidence") or hit.get("marker") or ""
+        # A review bot's summary or review is shown as such: it never made the PR AI-assisted.
+        if tool and hit.get("kind") == "review" and not evidence.startswith("reviewed by"):
+            tool = f"{tool} (review only)"
         lines.append(f"{tool}: {evidence}" if tool else str(evidence))
     if verdict.llm_reason:
         confidence = (

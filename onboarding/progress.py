@@ -29,7 +29,6 @@ from __future__ import annotations
 import datetime
 from dataclasses import dataclass, field
 
-import croniter
 from django.conf import settings
 from django.utils import timezone
 from procrastinate.contrib.django.models import ProcrastinateJob, ProcrastinateWorker
@@ -432,10 +431,9 @@ def _notes(run: PipelineRun | None, counters: Counters) -> list[str]:
 
 
 def expected_rescue_at(now: datetime.datetime) -> datetime.datetime:
-    """When the rescuer is next expected to hand a stalled job to a live worker: the next tick
-    of its schedule (PIPELINE_RESCUE_CRON; six fields put seconds last)."""
-    iterator = croniter.croniter(settings.PIPELINE_RESCUE_CRON, now)
-    return iterator.get_next(datetime.datetime)
+    """When the rescuer is next expected to hand a stalled job to a live worker: every live
+    worker runs a rescue pass every PIPELINE_RESCUE_INTERVAL_SECONDS (pipeline.rescue)."""
+    return now + datetime.timedelta(seconds=settings.PIPELINE_RESCUE_INTERVAL_SECONDS)
 
 
 def _delay(

@@ -144,7 +144,7 @@ class Supervisor:
                 child.restarts += 1
                 self.say(f"{child.name} restarted (pid {child.pid}, restart {child.restarts})")
 
-    def stop(self, timeout: float = 15) -> None:
+    def stop(self, timeout: float = 25) -> None:
         """SIGTERM every child (last started first), then SIGKILL what is left at ``timeout``."""
         self.stopping = True
         for child in reversed(self.children):

@@ -59,14 +59,10 @@ Job = procrastinate_models.ProcrastinateJob
 PRODUCT_TASKS: dict[str, str] = {
     **{spec.task_name: PipelineStatus(stage).label for stage, spec in queue.STAGE_JOBS.items()},
     queue.EMAIL_JOB.task_name: "Completion e-mail",
+    "pipeline.nightly.fan_out": "Nightly batch (fan-out)",
 }
 # Counting exactly is cheap below this many (estimated) rows; above it the estimate is shown.
 EXACT_COUNT_BELOW = 10_000
-
-
-def register_product_task(task_name: str, label: str) -> None:
-    """Other modules' product jobs (e.g. the nightly batch) are shown by default too."""
-    PRODUCT_TASKS[task_name] = label
 
 
 class EstimatedCountPaginator(Paginator):

@@ -60,7 +60,11 @@ class PipelineRun(models.Model):
             )
         ]
         ordering = ["-started_at"]
-        indexes = [models.Index(fields=["team", "kind", "state"])]
+        indexes = [
+            models.Index(fields=["team", "kind", "state"]),
+            # The operations page: runs failed today.
+            models.Index(fields=["state", "finished_at"]),
+        ]
 
     def __str__(self) -> str:
         return f"{self.kind} run {self.pk} of team {self.team_id} ({self.state}, {self.stage})"
@@ -87,7 +91,8 @@ class StageAttempt(models.Model):
     # invariant check needs to tell "this execution already handed off" from "a retry runs".
     job_attempts = models.PositiveIntegerField(null=True, blank=True)
     started_at = models.DateTimeField()
-    finished_at = models.DateTimeField(null=True, blank=True)
+    # Indexed for the operations page's last-24-hours stage figures.
+    finished_at = models.DateTimeField(null=True, blank=True, db_index=True)
     duration_ms = models.PositiveIntegerField(null=True, blank=True)
     outcome = models.CharField(max_length=16, choices=Outcome.choices, default=Outcome.RUNNING)
     error = models.TextField(blank=True, default="")
@@ -309,3 +314,19 @@ class StaffAction(models.Model):
 
     def __str__(self) -> str:
         return f"{self.username} {self.action} {self.target}"
+
+
+class WorkerLiveness(models.Model):
+    """Each ``manage.py worker`` process's liveness lock, as the rescuer last saw it (see
+    ``pipeline.liveness``). The lock itself lives in PostgreSQL (``pg_locks``); this row says
+    when the worker took it (to tell "lost because the server restarted" from "lost because the
+    process died") and since when a rescuer has seen it missing (the short grace that lets a
+    worker whose connection was terminated take it again before anyone calls it dead)."""
+
+    # procrastinate_workers.id (not a foreign key: procrastinate owns and deletes those rows).
+    worker_id = models.BigIntegerField(primary_key=True)
+    lock_acquired_at = models.DateTimeField()
+    lock_missing_since = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"worker {self.worker_id} liveness"

@@ -235,7 +235,7 @@ def _text_hits(text: str, where: str) -> Iterable[Hit]:
         if match:
             yield _hit(marker, where, excerpt(searched, match.start(), match.end()))
     match = GENERATED_FOOTER.search(shown)
-    if match:
+    if match and not disclosures.followed_by_surname(shown, match.end("tool")):
         tool = TOOL_OF_ALIAS[match.group("tool").lower()]
         evidence = excerpt(shown, match.start(), match.end())
         yield Hit(tool, f"generated-with footer in {where}", evidence)
@@ -289,9 +289,11 @@ def _commit_hits(commit: CommitText, *, read_text: bool) -> Iterable[Hit]:
         evidence = f"{commit.author_name} <{commit.author_email}>"
         yield Hit(marker.tool, "commit author e-mail", evidence)
     bot = _bot_login(commit.author_login, is_bot=False)
+    # GitHub has no user for an app's commits: the bot is then only in the author's name.
+    bot = bot or _bot_login(commit.author_name, is_bot=False)
     marker = _bot_marker(bot) if bot else None
     if marker is not None:
-        yield Hit(marker.tool, "commit author bot", commit.author_login)
+        yield Hit(marker.tool, "commit author bot", commit.author_login or commit.author_name)
     for marker, pattern in CATALOGUE.author_suffixes:
         if pattern.search(commit.author_name):
             yield _hit(marker, "", commit.author_name)

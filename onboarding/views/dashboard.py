@@ -13,6 +13,7 @@ from onboarding import dashboard as dashboard_data
 from onboarding.http import AuthenticatedHttpRequest, team_of
 from onboarding.progress import build_snapshot
 from pipeline.models import AIVerdict, Insight, PipelineRun, PullRequest
+from pipeline.nightly import last_nightly_update
 from pipeline.rescore import catalogue_versions
 from pipeline.scope import AI_SHARE_LABEL, team_scope
 from pipeline.signatures import CATALOGUE_VERSION
@@ -47,7 +48,13 @@ def dashboard(request: AuthenticatedHttpRequest) -> HttpResponse:
         }
         for pr in page.object_list
     ]
-    latest_run = PipelineRun.objects.filter(team=team).order_by("-started_at").first()
+    # A skipped nightly run (another run was going) is history for staff, not an analysis.
+    latest_run = (
+        PipelineRun.objects.filter(team=team)
+        .exclude(state=PipelineRun.State.SKIPPED)
+        .order_by("-started_at")
+        .first()
+    )
     # Which marker catalogue the numbers come from; another version shipped means a re-score
     # (pipeline.rescore) is due or running.
     versions = (
@@ -65,6 +72,7 @@ def dashboard(request: AuthenticatedHttpRequest) -> HttpResponse:
         "rows": rows,
         "ai_only": ai_only,
         "latest_run": latest_run,
+        "last_nightly_update": last_nightly_update(team),
         "ai_share_label": AI_SHARE_LABEL,
         "catalogue_versions": versions,
         "catalogue_current": CATALOGUE_VERSION,

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 from django.conf import settings
 from django.db import connection
-from django.db.models import Prefetch
+from django.db.models import Prefetch, Q
 from django.utils import timezone
 
 from onboarding.models import Repository
@@ -34,6 +34,7 @@ from pipeline.models import (
     PullRequest,
     PullRequestCommit,
     PullRequestReview,
+    RunKind,
 )
 from pipeline.progress import report
 from pipeline.signatures import (
@@ -151,11 +152,22 @@ class LLMTally:
         }
 
 
+def llm_limit(run: PipelineRun) -> int:
+    """PRs one run may send to the LLM: scheduled runs have their own (larger) cap."""
+    if run.kind == RunKind.ONBOARDING:
+        return settings.LLM_ONBOARDING_LIMIT
+    return settings.LLM_NIGHTLY_LIMIT
+
+
 def run(run: PipelineRun) -> dict:
     repository_ids = run.repository_ids or list(
         Repository.objects.filter(team_id=run.team_id, selected=True).values_list("pk", flat=True)
     )
     prs = PullRequest.objects.filter(team_id=run.team_id, repository_id__in=repository_ids)
+    if run.kind == RunKind.NIGHTLY:
+        # Only what this run's sync wrote (new or changed PRs), and any PR still without a
+        # verdict; a re-score run looks at everything again.
+        prs = prs.filter(Q(synced_at__gte=run.started_at) | Q(ai_verdict__isnull=True))
     ordered_ids = list(prs.order_by("-created_at", "-pk").values_list("pk", flat=True))
     total = len(ordered_ids)
     config = llm.LLMSettings.from_django()
@@ -166,7 +178,7 @@ def run(run: PipelineRun) -> dict:
     signature_assisted = 0
     # The LLM's batch (capped): PRs whose text talks about AI but that no signature settled
     # come first, then the most recent unsettled ones; newest first within each group.
-    limit = settings.LLM_ONBOARDING_LIMIT if step is not None else 0
+    limit = llm_limit(run) if step is not None else 0
     hinted: list[tuple[int, PRText]] = []
     plain: list[tuple[int, PRText]] = []
     try:
@@ -275,7 +287,7 @@ class LLMStep:
         self.run = run
         self.config = config
         self.tally = tally
-        self.limit = settings.LLM_ONBOARDING_LIMIT
+        self.limit = llm_limit(run)
         self.candidates: list[tuple[int, PRText]] = []
         self.settled = 0  # PRs done without the LLM (for the progress count)
         self.finished = 0  # candidates answered, cached or fallen back

@@ -6,6 +6,7 @@ their commits and reviews, fetched through GitHub's GraphQL API and upserted pag
   sha) and (pull request, review node id): re-running the stage, or a later run, never
   duplicates anything and updates what changed. The first PRs are visible after the first page.
 - Memory holds one page at a time, whatever the size of the history.
+- A nightly run stops at the last successful sync of each repository instead (incremental).
 - When GitHub's GraphQL budget cannot pay for the next page, the stage raises RescheduleStage
   for the reset time (a worker does not sleep for an hour). Finished repositories are recorded
   in ``run.progress`` and skipped on resume; the interrupted repository starts again from its
@@ -28,7 +29,13 @@ from onboarding.models import GitHubConnection, Repository
 from pipeline import scope, signals
 from pipeline.errors import RescheduleStage, StageError
 from pipeline.github_graphql import PullRequestPager, parse_datetime
-from pipeline.models import PipelineRun, PullRequest, PullRequestCommit, PullRequestReview
+from pipeline.models import (
+    PipelineRun,
+    PullRequest,
+    PullRequestCommit,
+    PullRequestReview,
+    RunKind,
+)
 from pipeline.progress import report
 
 logger = logging.getLogger(__name__)
@@ -123,7 +130,9 @@ def run(run: PipelineRun) -> dict:
             continue
         started = timezone.now()
         try:
-            synced = _sync_repository(run, repository, pager, since, prs_by_repository)
+            synced = _sync_repository(
+                run, repository, pager, _since(run, repository, since), prs_by_repository
+            )
         except GitHubError as error:
             reason = SKIP_REASONS.get(error.kind)
             if reason is None:
@@ -151,6 +160,15 @@ def run(run: PipelineRun) -> dict:
         "graphql_requests": pager.stats.requests,
         "graphql_points": pager.budget.points_used,
     }
+
+
+def _since(run: PipelineRun, repository: Repository, window_start: datetime.datetime):
+    """Where a repository's sync stops. Onboarding takes the whole window; a nightly run only
+    what was updated since the repository's last successful sync began (``last_synced_at`` is
+    that start, so a PR updated while it ran is fetched again, never missed)."""
+    if run.kind == RunKind.NIGHTLY and repository.last_synced_at is not None:
+        return max(window_start, repository.last_synced_at)
+    return window_start
 
 
 def _stage_error(error: GitHubError, pager: PullRequestPager) -> Exception:

@@ -22,3 +22,13 @@ def held_for_one_team(run: PipelineRun) -> dict:
     while not release.exists() and time.monotonic() < deadline:
         time.sleep(0.1)
     return {"held": True, "released": release.exists()}
+
+
+def reporting_steps(run: PipelineRun) -> dict:
+    """Writes progress to the database every STEP_SECONDS (0.5) for STEPS (8) steps: a stage
+    that is mid-way, using its connection, when the database goes away."""
+    steps = int(os.environ.get("STEPS", "8"))
+    for step in range(1, steps + 1):
+        time.sleep(float(os.environ.get("STEP_SECONDS", "0.5")))
+        report(run, message=f"step {step} of {steps}")
+    return {"steps": steps}

@@ -237,3 +237,19 @@ def test_markers_on_a_pr_not_counted_as_ai_are_labelled_as_such(
     assert "Markers seen, not counted as AI authorship:" in page
     assert "CodeRabbit: reviewed by coderabbitai[bot]" in page
     assert "no AI marker found" not in page
+
+
+def test_a_review_bots_summary_reads_as_review_evidence():
+    from pipeline.signatures import PRText, detect
+
+    hits = detect(PRText(body="Fix\n\n## Summary by CodeRabbit\n\n* Refactor"))
+    lines = dashboard_evidence(hits)
+
+    assert lines == ["CodeRabbit (review only): ## Summary by CodeRabbit"]
+
+
+def dashboard_evidence(hits):
+    from onboarding.dashboard import evidence_of
+    from pipeline.models import AIVerdict
+
+    return evidence_of(AIVerdict(signature_hits=[h.as_json() for h in hits]))
