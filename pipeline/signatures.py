@@ -276,11 +276,9 @@ def _assisted_by_tool(value: str) -> str | None:
     tool = _tool_named(agent) or _tool_named(value)
     if tool:
         return tool
-    return (
-        OTHER_AI
-        if (":" in value or MODEL_WORD.search(value)) and MODEL_WORD.search(value)
-        else None
-    )
+    # An agent we do not list is still AI when the value names a model ("Zed:claude-sonnet-4");
+    # "Assisted-by: Jane Doe" (a person) is not.
+    return OTHER_AI if MODEL_WORD.search(value) else None
 
 
 def _commit_hits(commit: CommitText, *, read_text: bool) -> Iterable[Hit]:
@@ -379,8 +377,9 @@ def tools_of(hits: Iterable[Hit]) -> list[str]:
 
 
 def needs_llm(pr: PRText) -> bool:
-    """Unsettled text that talks about AI (a tool name, "AI", "LLM"): the LLM should read it."""
-    return disclosures.mentions_ai(pr)
+    """Unsettled text that talks about AI (a tool name, "AI", "LLM") without saying AI was not
+    used: ambiguous, so the LLM should read it first."""
+    return disclosures.mentions_ai(pr) and not disclosures.denies_ai(pr.body)
 
 
 # --- Adapter from the models -----------------------------------------------------------------

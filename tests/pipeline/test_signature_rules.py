@@ -254,3 +254,16 @@ def test_a_negation_after_the_disclosure_does_not_cancel_it():
 def test_an_apps_commit_without_a_github_user_is_known_by_its_name():
     pr = PRText(commits=(commit(author_name="lovable-dev[bot]", author_email="x@lovable.dev"),))
     assert authored_by(pr) == {"Lovable"}
+
+
+def test_assisted_by_a_person_is_not_ai():
+    pr = PRText(commits=(commit("Fix\n\nAssisted-by: Jane Doe <jane@example.com>"),))
+    assert not settles(detect(pr))
+
+
+def test_only_ambiguous_ai_text_is_flagged_for_the_llm():
+    from pipeline.signatures import needs_llm
+
+    assert needs_llm(PRText(body="Claude helped me think through the locking."))
+    assert not needs_llm(PRText(body="No AI was used; Copilot was off."))
+    assert not needs_llm(PRText(body="Fix the flaky retry test."))
