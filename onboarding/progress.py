@@ -29,7 +29,6 @@ from __future__ import annotations
 import datetime
 from dataclasses import dataclass, field
 
-import croniter
 from django.conf import settings
 from django.utils import timezone
 from procrastinate.contrib.django.models import ProcrastinateJob, ProcrastinateWorker
@@ -432,13 +431,9 @@ def _notes(run: PipelineRun | None, counters: Counters) -> list[str]:
 
 
 def expected_rescue_at(now: datetime.datetime) -> datetime.datetime:
-    """When the rescuer is next expected to hand a stalled job to a live worker: one period of
-    the rescue loop that every ``manage.py worker`` runs (PIPELINE_RESCUE_INTERVAL_SECONDS), or,
-    for workers without it, the next tick of the periodic rescuer (PIPELINE_RESCUE_CRON)."""
-    interval = getattr(settings, "PIPELINE_RESCUE_INTERVAL_SECONDS", None)
-    if interval is not None:
-        return now + datetime.timedelta(seconds=interval)
-    return croniter.croniter(settings.PIPELINE_RESCUE_CRON, now).get_next(datetime.datetime)
+    """When the rescuer is next expected to hand a stalled job to a live worker: every live
+    worker runs a rescue pass every PIPELINE_RESCUE_INTERVAL_SECONDS (pipeline.rescue)."""
+    return now + datetime.timedelta(seconds=settings.PIPELINE_RESCUE_INTERVAL_SECONDS)
 
 
 def _delay(

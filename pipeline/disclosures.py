@@ -112,10 +112,14 @@ def find(pr: PRText) -> list[Hit]:
                 if UNCHECKED.match(text, line_start):
                     continue
                 sentence = _sentence(text, match.start(), match.end())
-                if NEGATION.search(sentence) or DISABLED.search(sentence):
+                # "not written with Copilot" negates; "Written with Copilot, not much else" not.
+                before = sentence[: sentence.find(match.group(0)) + len(match.group(0))]
+                if NEGATION.search(before) or DISABLED.search(sentence):
                     continue
                 name = match.group("tool")
                 if name.lower() in WORDLIKE and name.islower():
+                    continue
+                if followed_by_surname(text, match.end("tool")):
                     continue
                 tool = TOOL_OF_NAME[name.lower()]
                 if tool == OTHER_AI:  # "with AI assistance (Claude)": name the tool if said
@@ -126,6 +130,31 @@ def find(pr: PRText) -> list[Hit]:
             if hits:
                 return hits
     return hits
+
+
+# "Claude Martin", "Devin Booker": a capitalised word after a first-name-like tool is a surname,
+# unless it is how the tool itself continues ("Claude Code", "Gemini CLI").
+SURNAME = re.compile(r"[ \t]+([A-Z][a-z]+)\b")
+TOOL_CONTINUATIONS = frozenset(
+    {
+        "Code",
+        "Agent",
+        "Chat",
+        "Cli",
+        "Opus",
+        "Sonnet",
+        "Haiku",
+        "Pro",
+        "Flash",
+        "Assist",
+        "Developer",
+    }
+)
+
+
+def followed_by_surname(text: str, end: int) -> bool:
+    match = SURNAME.match(text, end)
+    return bool(match) and match.group(1) not in TOOL_CONTINUATIONS
 
 
 def _named_tool(sentence: str) -> str | None:

@@ -314,3 +314,19 @@ class StaffAction(models.Model):
 
     def __str__(self) -> str:
         return f"{self.username} {self.action} {self.target}"
+
+
+class WorkerLiveness(models.Model):
+    """Each ``manage.py worker`` process's liveness lock, as the rescuer last saw it (see
+    ``pipeline.liveness``). The lock itself lives in PostgreSQL (``pg_locks``); this row says
+    when the worker took it (to tell "lost because the server restarted" from "lost because the
+    process died") and since when a rescuer has seen it missing (the short grace that lets a
+    worker whose connection was terminated take it again before anyone calls it dead)."""
+
+    # procrastinate_workers.id (not a foreign key: procrastinate owns and deletes those rows).
+    worker_id = models.BigIntegerField(primary_key=True)
+    lock_acquired_at = models.DateTimeField()
+    lock_missing_since = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"worker {self.worker_id} liveness"

@@ -2,7 +2,8 @@
 
 Counters are merged into ``PipelineRun.progress`` and announced on the status channel in one
 transaction, so the progress page never shows a number that was rolled back. Stages call this
-as they go (page by page), not only at the end.
+as they go (page by page), not only at the end, which makes it the place where a stage body
+checks that its execution should go on (``pipeline.execution.checkpoint``).
 
 Progress notifications coalesce: at most one per run per ``COALESCE_SECONDS``. Every
 transaction that sends NOTIFY takes a global lock at commit (see bench/README.md, "NOTIFY at
@@ -32,7 +33,7 @@ import time
 import psycopg
 from django.db import connection, connections, transaction
 
-from pipeline import notify
+from pipeline import execution, notify
 from pipeline.models import PipelineRun
 
 logger = logging.getLogger(__name__)
@@ -44,7 +45,9 @@ _POLL_SECONDS = 0.02
 
 
 def report(run: PipelineRun, **counters: int | str) -> None:
-    """Merge ``counters`` into the run's progress and notify the progress page (coalesced)."""
+    """Merge ``counters`` into the run's progress and notify the progress page (coalesced).
+    Raises execution.HandBack / Superseded when this execution should stop."""
+    execution.checkpoint()
     with transaction.atomic():
         with connection.cursor() as cursor:
             cursor.execute(

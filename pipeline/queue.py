@@ -1,6 +1,6 @@
 """Deferring jobs inside the caller's Django transaction.
 
-Inside a worker started by ``manage.py procrastinate worker``, procrastinate swaps the app's
+Inside a procrastinate worker (``manage.py worker``), procrastinate swaps the app's
 connector for a psycopg pool (``DjangoConnector.get_worker_connector()``), so a plain
 ``task.defer()`` inside a task commits on its own, outside the task's ``transaction.atomic()``:
 a rolled-back hand-off would still enqueue its successor. Every pipeline job is therefore deferred
@@ -37,7 +37,6 @@ STAGE_JOBS: dict[str, JobSpec] = {
     PipelineStatus.COMPUTING_INSIGHTS: JobSpec("pipeline.stage.insights", "default"),
 }
 EMAIL_JOB = JobSpec("pipeline.outbox.send_email", "default")
-RESCUE_JOB = JobSpec("pipeline.rescue_stalled_jobs", "default")
 
 STAGE_BY_TASK_NAME: dict[str, str] = {spec.task_name: stage for stage, spec in STAGE_JOBS.items()}
 
@@ -97,3 +96,13 @@ def is_failed_stage_job(job_id: int, *, run_id: int, stage: str) -> bool:
             [job_id, STAGE_JOBS[stage].task_name, run_id],
         )
         return cursor.fetchone() is not None
+
+
+def finish_job(job_id: int, status: str) -> None:
+    """End a todo/doing job as ``status`` (succeeded, failed, aborted) with procrastinate's own
+    SQL function, on Django's connection: it commits with the caller (the rescuer's supersede)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT procrastinate_finish_job_v1(%s, %s::procrastinate_job_status, false)",
+            [job_id, status],
+        )

@@ -235,7 +235,7 @@ def _text_hits(text: str, where: str) -> Iterable[Hit]:
         if match:
             yield _hit(marker, where, excerpt(searched, match.start(), match.end()))
     match = GENERATED_FOOTER.search(shown)
-    if match:
+    if match and not disclosures.followed_by_surname(shown, match.end("tool")):
         tool = TOOL_OF_ALIAS[match.group("tool").lower()]
         evidence = excerpt(shown, match.start(), match.end())
         yield Hit(tool, f"generated-with footer in {where}", evidence)
@@ -276,11 +276,9 @@ def _assisted_by_tool(value: str) -> str | None:
     tool = _tool_named(agent) or _tool_named(value)
     if tool:
         return tool
-    return (
-        OTHER_AI
-        if (":" in value or MODEL_WORD.search(value)) and MODEL_WORD.search(value)
-        else None
-    )
+    # An agent we do not list is still AI when the value names a model ("Zed:claude-sonnet-4");
+    # "Assisted-by: Jane Doe" (a person) is not.
+    return OTHER_AI if MODEL_WORD.search(value) else None
 
 
 def _commit_hits(commit: CommitText, *, read_text: bool) -> Iterable[Hit]:
@@ -289,9 +287,11 @@ def _commit_hits(commit: CommitText, *, read_text: bool) -> Iterable[Hit]:
         evidence = f"{commit.author_name} <{commit.author_email}>"
         yield Hit(marker.tool, "commit author e-mail", evidence)
     bot = _bot_login(commit.author_login, is_bot=False)
+    # GitHub has no user for an app's commits: the bot is then only in the author's name.
+    bot = bot or _bot_login(commit.author_name, is_bot=False)
     marker = _bot_marker(bot) if bot else None
     if marker is not None:
-        yield Hit(marker.tool, "commit author bot", commit.author_login)
+        yield Hit(marker.tool, "commit author bot", commit.author_login or commit.author_name)
     for marker, pattern in CATALOGUE.author_suffixes:
         if pattern.search(commit.author_name):
             yield _hit(marker, "", commit.author_name)
@@ -377,8 +377,9 @@ def tools_of(hits: Iterable[Hit]) -> list[str]:
 
 
 def needs_llm(pr: PRText) -> bool:
-    """Unsettled text that talks about AI (a tool name, "AI", "LLM"): the LLM should read it."""
-    return disclosures.mentions_ai(pr)
+    """Unsettled text that talks about AI (a tool name, "AI", "LLM") without saying AI was not
+    used: ambiguous, so the LLM should read it first."""
+    return disclosures.mentions_ai(pr) and not disclosures.denies_ai(pr.body)
 
 
 # --- Adapter from the models -----------------------------------------------------------------

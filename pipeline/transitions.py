@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import datetime
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
@@ -198,7 +198,12 @@ def _lock_attempt(attempt_id: int) -> tuple[Team, PipelineRun, StageAttempt] | N
     team = _lock_team(team_id)
     run = PipelineRun.objects.get(pk=attempt.run_id)
     attempt.refresh_from_db()
-    if attempt.outcome != StageAttempt.Outcome.RUNNING or not _is_current(team, run, attempt.stage):
+    superseded = attempt.job_id is not None and run.current_job_id not in (None, attempt.job_id)
+    if (
+        attempt.outcome != StageAttempt.Outcome.RUNNING
+        or superseded
+        or not _is_current(team, run, attempt.stage)
+    ):
         logger.info("attempt %s is no longer current; hand-off skipped", attempt_id)
         return None
     return team, run, attempt
@@ -340,6 +345,77 @@ def fail_stage(attempt_id: int, user_message: str) -> bool:
         return True
 
 
+def supersede_stage_job(
+    run_id: int,
+    job_id: int,
+    stage: str,
+    *,
+    still_stalled: Callable[[], bool],
+    worker_lost: bool,
+    give_up_message: str,
+    end_status: str = "failed",
+) -> str:
+    """End a stage job whose execution cannot finish by itself (its worker is dead, or it
+    ended in our history while procrastinate never recorded it) and, if it was carrying the
+    run's stage, defer a new job as the run's current one, in one transaction.
+
+    Superseding rather than re-queueing the same job id is what makes a late finish harmless:
+    procrastinate's finish of a job does not check which worker owns it, so a same-id re-queue
+    of a job whose first worker still runs (hung, partitioned, shutting down) would let that
+    worker mark the shared job succeeded under the second one. Here the old job is failed at
+    once, the old attempt is closed, and every later begin/complete/fail/retry of it is a no-op
+    (``_lock_attempt`` and ``begin_stage`` only accept the run's current job).
+
+    ``still_stalled`` re-checks the job under its row lock (after the team lock: the usual
+    order); the old job ends as ``end_status``. ``worker_lost`` closes the running attempt as
+    lost; after more than PIPELINE_STAGE_MAX_RETRIES lost attempts of the stage (a stage that
+    kills its worker every time, e.g. by running out of memory) the run fails with
+    ``give_up_message`` instead.
+    Returns "alive" (nothing done), "ended" (the job was not carrying the stage: ended only),
+    "superseded" or "given_up"."""
+    with transaction.atomic():
+        team_id = PipelineRun.objects.values_list("team_id", flat=True).get(pk=run_id)
+        team = _lock_team(team_id)
+        if not still_stalled():
+            return "alive"
+        queue.finish_job(job_id, end_status)
+        run = PipelineRun.objects.get(pk=run_id)
+        if not _is_current(team, run, stage) or run.current_job_id not in (None, job_id):
+            return "ended"
+        now = timezone.now()
+        if worker_lost:
+            for lost in run.attempts.filter(stage=stage, outcome=StageAttempt.Outcome.RUNNING):
+                _finish_attempt(lost, StageAttempt.Outcome.FAILED, now, error=WORKER_LOST_MESSAGE)
+            lost_count = run.attempts.filter(stage=stage, error=WORKER_LOST_MESSAGE).count()
+            if lost_count > settings.PIPELINE_STAGE_MAX_RETRIES:
+                _fail_run(team, run, give_up_message, now)
+                return "given_up"
+        run.current_job_id = queue.defer_stage(stage, run_id=run.pk)
+        run.save(update_fields=["current_job_id"])
+        notify.publish(team_id=team.pk, run_id=run.pk, status=stage, event="stage_rescued")
+        return "superseded"
+
+
+def _fail_run(team: Team, run: PipelineRun, user_message: str, now: datetime.datetime) -> None:
+    for attempt in run.attempts.filter(outcome=StageAttempt.Outcome.RUNNING):
+        _finish_attempt(attempt, StageAttempt.Outcome.FAILED, now, error=user_message)
+    run.state = PipelineRun.State.FAILED
+    run.error = user_message
+    run.finished_at = now
+    run.current_job_id = None
+    run.save(update_fields=["state", "error", "finished_at", "current_job_id"])
+    team.pipeline_status = PipelineStatus.FAILED
+    team.pipeline_error = user_message
+    team.save(update_fields=["pipeline_status", "pipeline_error"])
+    notify.publish(team_id=team.pk, run_id=run.pk, status=PipelineStatus.FAILED, event="failed")
+    stage = run.stage
+    transaction.on_commit(
+        lambda: signals.pipeline_failed.send(
+            sender=PipelineRun, team_id=team.pk, run_id=run.pk, stage=stage, error=user_message
+        )
+    )
+
+
 def fail_stranded_run(run_id: int, user_message: str) -> bool:
     """Fail a running run whose current stage has no live job left (its job was cancelled,
     failed without our code recording it, or was given up after killing workers again and
@@ -352,24 +428,7 @@ def fail_stranded_run(run_id: int, user_message: str) -> bool:
         # Checked under the team lock: a hand-off (which holds it too) cannot be half-way.
         if not _is_current(team, run, run.stage) or queue.live_stage_jobs(run.pk, run.stage):
             return False
-        now = timezone.now()
-        for attempt in run.attempts.filter(outcome=StageAttempt.Outcome.RUNNING):
-            _finish_attempt(attempt, StageAttempt.Outcome.FAILED, now, error=user_message)
-        run.state = PipelineRun.State.FAILED
-        run.error = user_message
-        run.finished_at = now
-        run.current_job_id = None
-        run.save(update_fields=["state", "error", "finished_at", "current_job_id"])
-        team.pipeline_status = PipelineStatus.FAILED
-        team.pipeline_error = user_message
-        team.save(update_fields=["pipeline_status", "pipeline_error"])
-        notify.publish(team_id=team.pk, run_id=run.pk, status=PipelineStatus.FAILED, event="failed")
-        stage = run.stage
-        transaction.on_commit(
-            lambda: signals.pipeline_failed.send(
-                sender=PipelineRun, team_id=team.pk, run_id=run.pk, stage=stage, error=user_message
-            )
-        )
+        _fail_run(team, run, user_message, timezone.now())
         return True
 
 

@@ -210,7 +210,16 @@ LOGGING = {
     "formatters": {
         "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
     },
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    # Expected stage failures (StageError) log one WARNING line from pipeline.tasks; the filter
+    # drops procrastinate's traceback-carrying outcome line for them.
+    "filters": {"expected_stage_errors": {"()": "pipeline.logs.DropExpectedStageErrors"}},
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "plain",
+            "filters": ["expected_stage_errors"],
+        }
+    },
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
     "loggers": {
         "procrastinate": {"level": os.environ.get("PROCRASTINATE_LOG_LEVEL", "WARNING")},
@@ -229,8 +238,19 @@ PIPELINE_STAGE_OVERRIDES = dict(
 # Retries of a failing stage after its first attempt; base of the exponential wait (s).
 PIPELINE_STAGE_MAX_RETRIES = int(os.environ.get("PIPELINE_STAGE_MAX_RETRIES", "3"))
 PIPELINE_RETRY_BASE_SECONDS = int(os.environ.get("PIPELINE_RETRY_BASE_SECONDS", "5"))
-# How often the rescuer looks for jobs of dead workers (cron with a 6th field for seconds).
-PIPELINE_RESCUE_CRON = os.environ.get("PIPELINE_RESCUE_CRON", "*/15 * * * * *")
+
+# --- Engine: workers, liveness and rescue (engine; see pipeline/liveness.py, rescue.py) -----
+# Every `manage.py worker` runs the rescuer in its own loop, this often (no cron, no job row).
+PIPELINE_RESCUE_INTERVAL_SECONDS = float(os.environ.get("PIPELINE_RESCUE_INTERVAL_SECONDS", "1"))
+# A worker whose liveness lock has been missing this long (and which took it after the server
+# last started) is dead; the grace lets a terminated lock connection reconnect first.
+PIPELINE_LIVENESS_GRACE_SECONDS = float(os.environ.get("PIPELINE_LIVENESS_GRACE_SECONDS", "2"))
+# On SIGTERM, running stages hand back at their next page; a stage that has not after this many
+# seconds (+5) is abandoned by exiting, and rescued. Keep it below PIPELINE_STALLED_AFTER_SECONDS.
+WORKER_SHUTDOWN_GRACEFUL_TIMEOUT = float(os.environ.get("WORKER_SHUTDOWN_GRACEFUL_TIMEOUT", "10"))
+# Job threads keep their database connection this long (health-checked before reuse).
+WORKER_CONN_MAX_AGE = int(os.environ.get("WORKER_CONN_MAX_AGE", "300"))
+WORKER_CONCURRENCY = int(os.environ.get("WORKER_CONCURRENCY", "4"))
 
 # --- Runtime: retention (runtime) ----------------------------------------------------------
 # Finished procrastinate jobs (and their events) older than this are deleted periodically; the

@@ -94,7 +94,7 @@ def test_the_procfile_workers_serve_every_pipeline_queue_with_syncs_apart():
     assert "settings.asgi:application" in types["web"]  # ASGI: the live stream needs it
 
     used = {spec.queue for spec in queue.STAGE_JOBS.values()}
-    used |= {queue.EMAIL_JOB.queue, queue.RESCUE_JOB.queue}
+    used |= {queue.EMAIL_JOB.queue}
     served = {
         name: worker_queues(command, {})
         for name, command in types.items()

@@ -239,3 +239,31 @@ def test_review_bot_evidence_is_never_authorship(pr):
     hits = detect(pr)
     assert hits and all(h.kind == "review" for h in hits)
     assert not settles(hits)
+
+
+def test_a_person_named_after_a_tool_in_a_credit_line_is_not_a_footer():
+    pr = PRText(body="Icons made by Claude Monet.\nDrafted with Devin Booker over coffee.")
+    assert not settles(detect(pr))
+
+
+def test_a_negation_after_the_disclosure_does_not_cancel_it():
+    pr = PRText(body="Written with Copilot, not much else to say.")
+    assert [h.tool for h in detect(pr)] == ["Copilot"]
+
+
+def test_an_apps_commit_without_a_github_user_is_known_by_its_name():
+    pr = PRText(commits=(commit(author_name="lovable-dev[bot]", author_email="x@lovable.dev"),))
+    assert authored_by(pr) == {"Lovable"}
+
+
+def test_assisted_by_a_person_is_not_ai():
+    pr = PRText(commits=(commit("Fix\n\nAssisted-by: Jane Doe <jane@example.com>"),))
+    assert not settles(detect(pr))
+
+
+def test_only_ambiguous_ai_text_is_flagged_for_the_llm():
+    from pipeline.signatures import needs_llm
+
+    assert needs_llm(PRText(body="Claude helped me think through the locking."))
+    assert not needs_llm(PRText(body="No AI was used; Copilot was off."))
+    assert not needs_llm(PRText(body="Fix the flaky retry test."))

@@ -89,8 +89,6 @@ def test_a_held_sync_delays_no_other_teams_stages_email_or_rescue(start_worker, 
         "HOLD_TEAM": long_sync.name,
         "HOLD_RELEASE_FILE": str(release),
         "HOLD_MAX_SECONDS": "60",
-        # The rescuer's schedule is not what this test is about: tick every second.
-        "PIPELINE_RESCUE_CRON": "* * * * * *",
     }
     worker_queues = procfile_worker_queues()
     workers = [start_worker(env, queues=q) for q in worker_queues.values()]

@@ -11,7 +11,7 @@ import getpass
 from django.core.management.base import BaseCommand, CommandError
 
 from onboarding.models import Repository, Team
-from pipeline import staff_actions, transitions
+from pipeline import rescue, staff_actions, transitions
 from pipeline.errors import InvalidSelection
 from pipeline.invariant import find_drift
 from pipeline.models import PipelineRun
@@ -106,6 +106,14 @@ class Command(BaseCommand):
 
     def handle_check(self, **options):
         drift = find_drift()
+        # A stage job held by a dead worker still counts as the live job (no drift), but it
+        # is not moving: say so, with its age, until a worker's rescuer supersedes it.
+        for job in rescue.awaiting_rescue():
+            age = f"{job['age_seconds']:.0f}s" if job["age_seconds"] is not None else "?"
+            self.stdout.write(
+                f"AWAITING RESCUE job={job['id']} run={job['run_id']} stage={job['stage']} "
+                f"started {age} ago, worker {job['worker_id']}: {job['reason']}"
+            )
         if not drift:
             self.stdout.write("no drift: every running pipeline has exactly one live job")
             return
