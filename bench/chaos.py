@@ -46,7 +46,7 @@ SCRATCH_DATABASE = "tformance_bench_chaos"
 RESULTS = BASE_DIR / "bench" / "results"
 TARGET_P95_SECONDS = 5.0
 # The workers as the Procfile's `worker` type, but each on every queue (2 workers in all).
-WORKER_COMMAND = ["manage.py", "procrastinate", "worker", "--concurrency", "4"]
+WORKER_COMMAND = ["manage.py", "worker", "--concurrency", "4"]
 
 
 def serve_demo(pr_count: int, tokens: list[str], log_path: str, conn) -> None:
