@@ -180,7 +180,8 @@ def _stage_error(error: GitHubError, pager: PullRequestPager) -> Exception:
     ):
         return _reschedule(error.reset_at)
     if error.kind == GitHubError.AUTH:
-        return StageError(BROKEN_CONNECTION_MESSAGE, retryable=False)
+        # The boundary's own words: a rejected token, or a connection that cannot be read.
+        return StageError(error.user_message, retryable=False)
     if error.kind in (
         GitHubError.SERVER,
         GitHubError.TIMEOUT,
