@@ -233,6 +233,22 @@ def email_marker(email: str) -> Marker | None:
     return None
 
 
+# "Windsurf", "Gemini CLI", "aider (gpt-4o)", "Cline Agent": a trailer name that is the tool's.
+_NAME_SUFFIX = r"(?:\s+(?:agent|ai|cli|assistant|bot|code assist))?(?:\s*\([^)]*\))?"
+
+
+def named_vendor_marker(name: str, email: str) -> Marker | None:
+    """A trailer naming a tool with an address on that tool's vendor domain."""
+    domain = email.strip().lower().rpartition("@")[2]
+    tool = CATALOGUE.named_domains.get(domain)
+    if tool is None:
+        return None
+    aliases = [a for t in CATALOGUE.tools if t.name == tool for a in (*t.aliases, t.name.lower())]
+    if not any(re.fullmatch(re.escape(a) + _NAME_SUFFIX, name.strip(), re.I) for a in aliases):
+        return None
+    return Marker(tool, "trailer", "authorship", "email", email, "co-author trailer", "rules")
+
+
 # --- Matching --------------------------------------------------------------------------------
 
 
@@ -262,6 +278,8 @@ def _trailer_hits(shown: str, where: str) -> Iterable[Hit]:
         if key in ("co-authored-by", "signed-off-by", "generated-by"):
             who = NAME_EMAIL.match(value)
             marker = email_marker(who.group("email")) if who else None
+            if who and marker is None:
+                marker = named_vendor_marker(who.group("name"), who.group("email"))
             if marker is not None:
                 label = "co-author trailer" if key == "co-authored-by" else f"{key} trailer"
                 yield Hit(marker.tool, label, evidence, REVIEW if marker.is_review else AUTHORING)
@@ -294,7 +312,9 @@ def _assisted_by_tool(value: str) -> str | None:
 
 
 def _commit_hits(commit: CommitText, *, read_text: bool) -> Iterable[Hit]:
-    marker = email_marker(commit.author_email)
+    marker = email_marker(commit.author_email) or named_vendor_marker(
+        commit.author_name, commit.author_email
+    )
     if marker is not None:
         evidence = f"{commit.author_name} <{commit.author_email}>"
         yield Hit(marker.tool, "commit author e-mail", evidence)
@@ -313,7 +333,8 @@ def _commit_hits(commit: CommitText, *, read_text: bool) -> Iterable[Hit]:
     message = commit.message.lower()
     for name, email in commit.co_authors:
         # A trailer that is in the stored message is judged there (a quoted one does not count).
-        marker = email_marker(email) if email.lower() not in message else None
+        known = email.lower() in message
+        marker = None if known else email_marker(email) or named_vendor_marker(name, email)
         if marker is not None:
             kind = REVIEW if marker.is_review else AUTHORING
             yield Hit(marker.tool, "co-author trailer", f"Co-authored-by: {name} <{email}>", kind)

@@ -442,6 +442,16 @@ TRAILER_FORMS = [
     ("Continue", "Co-Authored-By: Continue <noreply@continue.dev>", "corpus:49239421994"),
     ("Roo Code", "Co-authored-by: Roomote <roomote@roocode.com>", "corpus:55745190290"),
     ("Tabnine", "Co-Authored-By: Tabnine Agent <noreply@tabnine.com>", "corpus:2966210417"),
+    (
+        "Windsurf",
+        "Co-authored-by: Windsurf <windsurf@codeium.com>",
+        "named-domain rule; form seen in corpus:52085948757",
+    ),
+    (
+        "Gemini",
+        "Co-authored-by: Gemini <gemini@google.com>",
+        "named-domain rule; form seen in corpus:60306819011",
+    ),
 ]
 for tool, trailer, source in TRAILER_FORMS:
     for position in (0, 1, 2):  # the marker in the 1st, 2nd or 3rd commit
@@ -812,6 +822,7 @@ WORDS = [
     ("Cascade deletes", "Created with cascade deletes on the reviews table."),
     ("New logo", "Made by Oz, our designer."),
     ("Credits page", "Icons made by Claude Monet and Devin Booker."),
+    ("Pairing notes", "Co-authored-by: Claude Martin <claude@google.com>"),
     ("Gemini constellation icon", "Adds zodiac icons including Gemini."),
     ("Cascade deletes to reviews", "on_delete=CASCADE for reviews."),
     ("Copilot seat in the billing page", "Shows the seat count for the co-pilot plan."),

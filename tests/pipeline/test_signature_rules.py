@@ -280,3 +280,26 @@ def test_only_ambiguous_ai_text_is_flagged_for_the_llm():
 )
 def test_a_footer_like_line_with_a_word_is_not_a_tool_footer(line):
     assert not settles(detect(PRText(body=f"Fix.\n\n{line}")))
+
+
+@pytest.mark.parametrize(
+    "trailer, tool",
+    [
+        ("Co-authored-by: Windsurf <windsurf@codeium.com>", "Windsurf"),
+        ("Co-authored-by: Gemini <gemini@google.com>", "Gemini"),
+        ("Co-authored-by: Cline Agent <agent@cline.bot>", "Cline"),
+    ],
+)
+def test_a_trailer_naming_the_tool_on_its_vendors_domain_counts(trailer, tool):
+    assert authored_by(PRText(commits=(commit(f"Fix\n\n{trailer}"),))) == {tool}
+
+
+@pytest.mark.parametrize(
+    "trailer",
+    [
+        "Co-authored-by: Jane Doe <jane@google.com>",  # a Googler
+        "Co-authored-by: Claude Martin <claude@google.com>",  # a person named after a tool
+    ],
+)
+def test_a_person_on_a_vendors_domain_is_not_the_tool(trailer):
+    assert not settles(detect(PRText(commits=(commit(f"Fix\n\n{trailer}"),))))
