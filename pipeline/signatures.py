@@ -233,6 +233,8 @@ def email_marker(email: str) -> Marker | None:
     return None
 
 
+# Tool names that are also people's first names: never enough with an address on a vendor domain.
+FIRST_NAMES = frozenset({"claude", "devin", "jules", "amp", "kiro", "junie"})
 # "Windsurf", "Gemini CLI", "aider (gpt-4o)", "Cline Agent": a trailer name that is the tool's.
 _NAME_SUFFIX = r"(?:\s+(?:agent|ai|cli|assistant|bot|code assist))?(?:\s*\([^)]*\))?"
 
@@ -243,7 +245,13 @@ def named_vendor_marker(name: str, email: str) -> Marker | None:
     tool = CATALOGUE.named_domains.get(domain)
     if tool is None:
         return None
-    aliases = [a for t in CATALOGUE.tools if t.name == tool for a in (*t.aliases, t.name.lower())]
+    aliases = [
+        a
+        for t in CATALOGUE.tools
+        if t.name == tool
+        for a in (*t.aliases, t.name.lower())
+        if a not in FIRST_NAMES
+    ]
     if not any(re.fullmatch(re.escape(a) + _NAME_SUFFIX, name.strip(), re.I) for a in aliases):
         return None
     return Marker(tool, "trailer", "authorship", "email", email, "co-author trailer", "rules")
