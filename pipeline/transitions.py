@@ -390,7 +390,7 @@ def supersede_stage_job(
             if lost_count > settings.PIPELINE_STAGE_MAX_RETRIES:
                 _fail_run(team, run, give_up_message, now)
                 return "given_up"
-        run.current_job_id = queue.defer_stage(stage, run_id=run.pk)
+        run.current_job_id = queue.defer_stage(stage, run_id=run.pk, priority=job_priority(run))
         run.save(update_fields=["current_job_id"])
         notify.publish(team_id=team.pk, run_id=run.pk, status=stage, event="stage_rescued")
         return "superseded"
