@@ -60,8 +60,9 @@ FILL_SQL = [
     INSERT INTO procrastinate_workers (last_heartbeat) VALUES (now() - interval '1 hour')
     """,
     """
-    UPDATE procrastinate_jobs SET status = CASE WHEN id %% 3 = 0 THEN 'todo'
-                                                WHEN id %% 3 = 1 THEN 'failed' ELSE 'doing' END::procrastinate_job_status,
+    UPDATE procrastinate_jobs
+       SET status = (CASE WHEN id %% 3 = 0 THEN 'todo' WHEN id %% 3 = 1 THEN 'failed'
+                          ELSE 'doing' END)::procrastinate_job_status,
            worker_id = CASE WHEN id %% 3 = 2 THEN (SELECT max(id) FROM procrastinate_workers) END
      WHERE id > %(jobs)s - 30
     """,
