@@ -152,3 +152,21 @@ def test_one_fan_out_job_waits_at_a_time():
 
     assert nightly.start_batch(int(batch.timestamp())) is not None
     assert nightly.defer_fan_out(batch) is None
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_nightly_run_that_ends_pulls_the_waiting_fan_out_step_forward():
+    team = onboarded_team("solo")
+    batch = timezone.now()
+    run = transitions.start_run(team, RunKind.NIGHTLY)
+    job_id = nightly.defer_fan_out(batch, delay=3600)
+
+    finish(run)  # pipeline_completed is sent after the hand-off commits
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT scheduled_at <= now() FROM procrastinate_jobs WHERE id = %s", [job_id]
+        )
+        assert cursor.fetchone() == (True,)
+    with connection.cursor() as cursor:
+        cursor.execute("TRUNCATE procrastinate_events, procrastinate_jobs RESTART IDENTITY CASCADE")
