@@ -7,15 +7,18 @@ this module holds the rules that apply them, written so that they generalise:
   compared case-insensitively as git does (``co-authored-by:`` is ``Co-Authored-By:``);
 - an e-mail counts when it is a tool's own address, a no-reply address on a vendor's domain, or
   GitHub's noreply address of a known AI app's bot account (``<id>+<app>[bot]@users.noreply...``);
+- a trailer that names the tool with an address on its vendor's domain ("Windsurf
+  <windsurf@codeium.com>") counts, unless the name is also a first name (an employee "Claude");
 - ``Assisted-by:`` (the Linux kernel's trailer for coding assistants) names the tool in its value;
 - "Generated with / by <tool>" footers count at the start of a line, for every catalogue tool.
 
 Guards, one per trap family: people named after tools (e-mails and bot ids are matched, never
-first names; a branch prefix that is the author's own first name does not count), tool names as
-words (whole generated phrases only), AI SDK dependency bumps (text in a dependency bot's PR is
-upstream's release notes, not the bot's own work), "No AI was used" disclosures (they outweigh a
-branch name), and quoted markers (code spans, fenced or indented blocks and ``>`` quotes are
-ignored; trailers only count at the start of a line).
+first names; a branch prefix that is the author's own first name does not count; "Claude
+Monet" in a credit line is a person), tool names as words (whole generated phrases only, and
+word-like names such as "warp" or "cursor" only capitalised in a footer), AI SDK dependency
+bumps (text in a dependency bot's PR is upstream's release notes, not the bot's own work), "No
+AI was used" disclosures (they outweigh a branch name), and quoted markers (code spans, fenced
+or indented blocks and ``>`` quotes are ignored; trailers only count at the start of a line).
 
 A review bot's summary or review is review evidence (``kind="review"``), never authorship.
 ``detect`` is a pure function over plain data (``PRText``) so it is fast and table-testable.

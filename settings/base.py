@@ -272,6 +272,10 @@ PIPELINE_JOB_RETENTION_DAYS = float(os.environ.get("PIPELINE_JOB_RETENTION_DAYS"
 # When the deletion runs. Five fields: minute 17 of every hour. (A sixth field would be SECONDS,
 # last, in procrastinate: "*/15 * * * * *" means every second of minutes 0, 15, 30 and 45.)
 PIPELINE_RETENTION_CRON = os.environ.get("PIPELINE_RETENTION_CRON", "17 * * * *")
+# A rescued stage's new job runs before any queued stage job (procrastinate fetches the highest
+# priority first; onboarding jobs have 0, nightly ones NIGHTLY_JOB_PRIORITY): it was running
+# when its worker died and must not wait behind the backlog.
+PIPELINE_RESCUED_JOB_PRIORITY = int(os.environ.get("PIPELINE_RESCUED_JOB_PRIORITY", "10"))
 
 # --- Nightly batch (ops) ---------------------------------------------------------------------
 # When the batch starts. Five fields, minutes first: "0 2 * * *" is 02:00 UTC every day. (A
