@@ -222,10 +222,11 @@ def start_product(teams: list[tuple]) -> list[int]:
 
 def start_raw(chains: int, first_chain: int) -> None:
     from django.db import transaction
-    from engine_tasks import raw_step
+    from engine_tasks import RAW_TASK_NAME
+    from procrastinate.contrib.django import app
 
     with transaction.atomic():
-        raw_step.batch_defer(
+        app.tasks[RAW_TASK_NAME].batch_defer(
             *[{"chain": first_chain + i, "step": 1, "gaps_ms": []} for i in range(chains)]
         )
 

@@ -1,6 +1,7 @@
 """Settings of the worker processes ``bench/engine`` starts (``DJANGO_SETTINGS_MODULE=
 engine_settings`` with bench/ on PYTHONPATH): the product's settings, plus the raw procrastinate
-chain task of the baseline, no-op stage bodies, and an e-mail backend that sends nothing.
+chain task of the baseline (registered when procrastinate's app is built, so whichever worker
+command runs it knows it), no-op stage bodies, and an e-mail backend that sends nothing.
 
 Everything else (database connections, worker defaults, retry strategy, queues) is the shipped
 configuration: the benchmark measures the engine as it runs in production.
@@ -13,7 +14,7 @@ os.environ.setdefault("TOKEN_ENCRYPTION_KEY", "Zm9yLWJlbmNoLW9ubHktbm90LWEtcmVhb
 
 from settings.base import *  # noqa: E402, F403
 
-PROCRASTINATE_IMPORT_PATHS = ["engine_tasks"]
+PROCRASTINATE_ON_APP_READY = "engine_tasks.on_app_ready"
 PIPELINE_STAGE_OVERRIDES = {
     stage: "engine_tasks.noop_stage"
     for stage in ("syncing", "llm_processing", "computing_metrics", "computing_insights")

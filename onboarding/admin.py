@@ -34,6 +34,7 @@ class TeamAdmin(admin.ModelAdmin):
     list_filter = ["pipeline_status"]
     search_fields = ["name"]
     show_full_result_count = False
+    show_facets = admin.ShowFacets.NEVER
     # The status is written only by pipeline.transitions (under a row lock): read-only here.
     readonly_fields = [
         "pipeline_status",

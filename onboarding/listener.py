@@ -24,6 +24,7 @@ import concurrent.futures
 import functools
 import json
 import logging
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -115,6 +116,18 @@ class _TeamReads:
     last_started: float = float("-inf")
 
 
+@dataclass(eq=False)
+class _SharedSnapshot:
+    """One snapshot read of a team, shared by the streams that asked before it started."""
+
+    sequence: int
+    future: asyncio.Future | None = None
+    started: bool = False
+    # Taken by the reader thread to mark the start and by the loop to decide joining: a stream
+    # never joins a read that began before it subscribed.
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
 # Stronger reasons win when several requests fold into one read.
 _REASON_RANK = {"refresh": 0, "change": 1, "resync": 2}
 
@@ -139,6 +152,7 @@ class Listener:
         self.read_team = read_team
         self._subscribers: dict[int, set[Subscription]] = {}
         self._team_reads: dict[int, _TeamReads] = {}
+        self._pending_snapshots: dict[int, _SharedSnapshot] = {}
         self._sequence = 0
         # Keys with a reader of their own (the operations page's ALL_TEAMS).
         self._key_readers: dict[int, Callable[[int], Any]] = {}
@@ -194,10 +208,35 @@ class Listener:
         return await self.loop.run_in_executor(self._reader, _on_reader_thread, function, *args)
 
     async def snapshot(self, team_id: int) -> Delivery:
-        """A fresh read of ``team_id`` for one stream (its first event)."""
-        sequence = self._next_sequence()
-        result = await self.run_read(self._read_for(team_id), team_id)
-        return Delivery(sequence, "snapshot", result)
+        """A fresh read of ``team_id`` for a new stream (its first event).
+
+        Streams of one team opening together (a reconnect storm after a deploy: every tab at
+        once) share one read: a stream joins a snapshot read that is queued but has not
+        started, since such a read begins after the stream subscribed and so sees every change
+        committed before it (later ones reach the subscription by NOTIFY). A read that already
+        started is never joined. Without this, 1,000 tabs of one team were 1,000 identical
+        reads and renders in a row on the reader thread."""
+        shared = self._pending_snapshots.get(team_id)
+        if shared is not None:
+            with shared.lock:
+                joinable = not shared.started
+            if joinable:
+                return Delivery(shared.sequence, "snapshot", await asyncio.shield(shared.future))
+        shared = _SharedSnapshot(sequence=self._next_sequence())
+        self._pending_snapshots[team_id] = shared
+
+        def read() -> Any:
+            with shared.lock:
+                shared.started = True
+            return _on_reader_thread(self._read_for(team_id), team_id)
+
+        shared.future = self.loop.run_in_executor(self._reader, read)
+        try:
+            result = await asyncio.shield(shared.future)
+        finally:
+            if self._pending_snapshots.get(team_id) is shared:
+                del self._pending_snapshots[team_id]
+        return Delivery(shared.sequence, "snapshot", result)
 
     def _read_for(self, key: int) -> Callable[[int], Any]:
         return self._key_readers.get(key, self.read_team)

@@ -33,6 +33,7 @@ from django.conf import settings
 from django.utils import timezone
 from procrastinate.contrib.django.models import ProcrastinateJob, ProcrastinateWorker
 
+from onboarding.github import needs_reconnect
 from onboarding.models import Team
 from pipeline import rescue
 from pipeline.models import PipelineRun, StageAttempt
@@ -223,6 +224,11 @@ class ProgressSnapshot:
     @property
     def is_failed(self) -> bool:
         return self.status == PipelineStatus.FAILED
+
+    @property
+    def needs_reconnect(self) -> bool:
+        """A failure only a new GitHub connection fixes: the page links to it."""
+        return self.is_failed and needs_reconnect(self.error)
 
     @property
     def elapsed_display(self) -> str:

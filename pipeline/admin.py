@@ -118,6 +118,7 @@ class PipelineRunAdmin(admin.ModelAdmin):
     list_select_related = ["team"]
     search_fields = ["team__name"]
     show_full_result_count = False
+    show_facets = admin.ShowFacets.NEVER
     readonly_fields = [
         "team",
         "kind",
@@ -168,6 +169,7 @@ class StaffActionAdmin(admin.ModelAdmin):
     list_filter = ["action", "succeeded"]
     search_fields = ["username", "target", "reason"]
     show_full_result_count = False
+    show_facets = admin.ShowFacets.NEVER
 
     def has_add_permission(self, request) -> bool:
         return False

@@ -234,7 +234,7 @@ class PipelineJobAdmin(ProcrastinateJobAdmin):
         "stage",
         "run",
         "attempts",
-        "worker",
+        "worker_liveness",
         "age",
         "scheduled_at",
     ]
@@ -242,6 +242,8 @@ class PipelineJobAdmin(ProcrastinateJobAdmin):
     list_select_related = ["worker"]
     list_per_page = 50
     show_full_result_count = False
+    # Facet counts would be one COUNT per filter choice over the whole table.
+    show_facets = admin.ShowFacets.NEVER
     paginator = EstimatedCountPaginator
     ordering = ["-id"]
     # Procrastinate's cancel/abort/retry actions are left out on purpose: they change the queue
@@ -302,7 +304,7 @@ class PipelineJobAdmin(ProcrastinateJobAdmin):
         return format_html('<a href="{}">run {}</a>', url, job.run_id)
 
     @admin.display(description="Worker")
-    def worker(self, job: Job) -> str:
+    def worker_liveness(self, job: Job) -> str:
         if job.worker is None:
             return "-"
         beat = timesince(job.worker.last_heartbeat, timezone.now())

@@ -67,6 +67,7 @@ class Catalogue:
     markers: tuple[Marker, ...]
     vendor_domains: dict[str, str]
     noreply_local_parts: tuple[str, ...]
+    named_domains: dict[str, str] = field(default_factory=dict)
     emails: dict[str, Marker] = field(default_factory=dict)
     author_bots: dict[str, Marker] = field(default_factory=dict)
     review_bots: dict[str, Marker] = field(default_factory=dict)
@@ -108,14 +109,16 @@ def load(path: Path = CATALOGUE_PATH) -> Catalogue:
     _check(len(names) == len(set(names)), "tool names must be unique")
     rules = data.get("rules", {})
     domains = {k.lower(): v for k, v in rules.get("vendor_domains", {}).items()}
-    for tool in domains.values():
-        _check(tool in names, f"vendor domain names an unknown tool: {tool}")
+    named = {k.lower(): v for k, v in rules.get("named_domains", {}).items()}
+    for tool in [*domains.values(), *named.values()]:
+        _check(tool in names, f"a domain rule names an unknown tool: {tool}")
     catalogue = Catalogue(
         version=version,
         tools=tools,
         markers=(),
         vendor_domains=domains,
         noreply_local_parts=tuple(rules.get("noreply_local_parts", ["noreply"])),
+        named_domains=named,
     )
     markers = []
     for raw in data.get("markers", []):

@@ -5,7 +5,8 @@ Why a fan-out job and not one job per team at 02:00: at 10,000 teams that would 
 jobs in the queue at once, and an onboarding started at 02:01 would wait behind all of them.
 Instead one fan-out job keeps at most ``NIGHTLY_MAX_IN_FLIGHT`` nightly runs going, starting the
 next teams as earlier ones finish, and re-defers itself every ``NIGHTLY_FAN_OUT_SECONDS`` until
-every team has had its turn. Nightly stage jobs carry ``NIGHTLY_JOB_PRIORITY`` (below
+every team has had its turn (a nightly run that ends pulls the waiting step forward, so a
+freed slot is refilled at once). Nightly stage jobs carry ``NIGHTLY_JOB_PRIORITY`` (below
 onboarding's), and the cap stays under the sync worker's concurrency, so an onboarding's first
 stage always finds a free slot.
 
@@ -22,18 +23,19 @@ job re-run after a crash starts nobody twice.
 from __future__ import annotations
 
 import datetime
+import json
 import logging
 from dataclasses import dataclass, field
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Exists, OuterRef
 from django.utils import timezone
 from procrastinate import exceptions as procrastinate_exceptions
 from procrastinate.tasks import configure_task
 
 from onboarding.models import Team
-from pipeline import queue, transitions
+from pipeline import queue, signals, transitions
 from pipeline.errors import InvalidSelection, PipelineNotRetryable
 from pipeline.models import PipelineRun, RunKind
 
@@ -58,12 +60,16 @@ class FanOutStep:
         return self.remaining == 0
 
 
-def onboarded_teams():
-    """Teams whose onboarding completed once: the batch's population."""
+def onboarded_teams(before: datetime.datetime):
+    """Teams whose onboarding had completed by ``before``: the batch's population (a team that
+    onboards during the batch has fresh data already)."""
     return Team.objects.filter(
         Exists(
             PipelineRun.objects.filter(
-                team=OuterRef("pk"), kind=RunKind.ONBOARDING, state=PipelineRun.State.COMPLETE
+                team=OuterRef("pk"),
+                kind=RunKind.ONBOARDING,
+                state=PipelineRun.State.COMPLETE,
+                finished_at__lt=before,
             )
         )
     )
@@ -72,7 +78,7 @@ def onboarded_teams():
 def waiting_teams(batch_started: datetime.datetime):
     """Onboarded teams with no nightly run yet in the batch that began at ``batch_started``."""
     return (
-        onboarded_teams()
+        onboarded_teams(batch_started)
         .exclude(
             Exists(
                 PipelineRun.objects.filter(
@@ -153,6 +159,32 @@ def start_batch(tick_timestamp: int) -> int | None:
     """The periodic tick's body: begin the batch of that tick."""
     batch_started = datetime.datetime.fromtimestamp(tick_timestamp, tz=datetime.UTC)
     return defer_fan_out(batch_started)
+
+
+def pull_fan_out_forward(sender=None, *, run_id: int, **kwargs) -> None:
+    """A nightly run ended (receiver of pipeline_completed/pipeline_failed, after commit): its
+    slot is free, so the waiting fan-out step runs now instead of at its scheduled time."""
+    if not PipelineRun.objects.filter(pk=run_id, kind=RunKind.NIGHTLY).exists():
+        return
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "UPDATE procrastinate_jobs SET scheduled_at = now() WHERE queueing_lock = %s"
+            " AND status = 'todo' AND scheduled_at > now() RETURNING id",
+            [FAN_OUT_LOCK],
+        )
+        row = cursor.fetchone()
+        if row is not None:
+            # Procrastinate only notifies workers of inserts (see pipeline.rescue).
+            payload = json.dumps({"type": "job_inserted", "job_id": row[0]})
+            cursor.execute(
+                "SELECT pg_notify(%s, %s), pg_notify(%s, %s)",
+                ["procrastinate_queue_v1#" + QUEUE, payload, "procrastinate_any_queue_v1", payload],
+            )
+
+
+def connect() -> None:
+    signals.pipeline_completed.connect(pull_fan_out_forward, dispatch_uid="nightly_slot_free")
+    signals.pipeline_failed.connect(pull_fan_out_forward, dispatch_uid="nightly_slot_free_f")
 
 
 def last_nightly_update(team: Team) -> datetime.datetime | None:

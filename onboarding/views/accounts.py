@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.contrib import messages
 from django.contrib.auth import login
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
@@ -9,7 +10,7 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods
 
 from onboarding.forms import SignUpForm
-from onboarding.http import AuthenticatedHttpRequest, team_of
+from onboarding.http import AuthenticatedHttpRequest, is_team_admin, team_of
 from onboarding.models import GitHubConnection
 from pipeline.models import PipelineRun, RunKind
 from pipeline.status import PipelineStatus
@@ -48,6 +49,10 @@ def home(request: AuthenticatedHttpRequest) -> HttpResponse:
     if status != PipelineStatus.NOT_STARTED:
         # Running or failed: the progress page shows where it is and offers Retry.
         return redirect("progress")
+    if not is_team_admin(request):
+        # Members follow what admins start; until then the team page says who they are.
+        messages.info(request, "Your team's admins have not started an analysis yet.")
+        return redirect("team")
     if not GitHubConnection.objects.filter(team=team).exists():
         return redirect("connect_github")
     return redirect("select_repositories")

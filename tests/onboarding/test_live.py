@@ -287,7 +287,7 @@ def test_retry_form_in_a_streamed_fragment_carries_this_viewers_csrf_token(
     client = sse_connect(admin_user)
     event = client.next_event()
     form = re.search(
-        r'<form method="post" action="([^"]+)">\s*<input type="hidden"'
+        r'<form method="post" action="([^"]+)" class="admin-only">\s*<input type="hidden"'
         r' name="csrfmiddlewaretoken" value="([^"]+)">',
         event.data,
     )

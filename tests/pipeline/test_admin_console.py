@@ -51,6 +51,7 @@ def test_a_stalled_job_is_shown_as_stalled_with_its_team_and_run(staff_client, t
     assert "Acme" in page
     assert reverse("admin:pipeline_pipelinerun_change", args=[run.pk]) in page
     assert PipelineStatus.SYNCING.label in page
+    assert "heartbeat 10" in page  # the worker column: its last heartbeat, 10 minutes ago
     assert job_state(job_id) == "doing"
 
 

@@ -62,3 +62,40 @@ def test_cancel_without_a_running_pipeline_fails_and_is_audited_as_refused(team)
 def test_an_unknown_team_is_an_error():
     with pytest.raises(CommandError, match="No team with id 999"):
         call_command("pipeline", "status", "--team", "999")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_status_watch_redraws_when_a_pipeline_starts(team, repositories, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import BASE_DIR, test_database_url, wait_for
+
+    out = tmp_path / "watch.txt"
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "settings.test",
+        "DATABASE_URL": test_database_url(),
+        "PYTHONUNBUFFERED": "1",
+    }
+    process = subprocess.Popen(
+        [sys.executable, "manage.py", "pipeline", "status", "--watch", "--redraws", "2"],
+        cwd=BASE_DIR,
+        env=env,
+        stdout=out.open("w"),
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        wait_for(lambda: "running pipelines: 0" in out.read_text(), timeout=60)
+        transitions.start_pipeline(team, [repositories[0].pk])
+        assert process.wait(timeout=30) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+    text = out.read_text()
+    assert "running pipelines: 1" in text
+    assert "'Acme'" in text and "onboarding" in text and "Syncing pull requests" in text
+    assert "repositories_total=1" in text

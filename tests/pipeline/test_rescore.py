@@ -8,10 +8,11 @@ import datetime
 from datetime import timedelta
 
 import pytest
+from django.db import connection
 from django.test import Client, override_settings
 from django.utils import timezone
 
-from pipeline import rescore, transitions
+from pipeline import queue, rescore, retention, transitions
 from pipeline.models import (
     AIVerdict,
     EmailOutbox,
@@ -23,7 +24,7 @@ from pipeline.models import (
 from pipeline.signatures import CATALOGUE_VERSION
 from pipeline.stages import detect, insights, metrics
 from pipeline.status import PipelineStatus
-from tests.conftest import finish_stages
+from tests.conftest import finish_stages, wait_for
 
 OLD_VERSION = "2026.11-1"
 NOW = timezone.now()
@@ -152,3 +153,32 @@ def test_the_shipped_schedule_looks_for_outdated_teams_every_ten_minutes():
     ticks = [iterator.get_next(ret_type=float) for _ in range(4)]
 
     assert {b - a for a, b in zip(ticks, ticks[1:], strict=False)} == {600.0}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_real_worker_rescores_an_outdated_team_from_the_periodic_task(
+    team, repositories, start_worker
+):
+    repo = repositories[0]
+    pr = make_pr(repo, 1, "Fix retry\n\nCo-Authored-By: Crush <crush@charm.land>")
+    run = transitions.start_pipeline(team, [repo.pk])
+    finish_stages(run)  # onboarding completed (in-process); its queued jobs are spent
+    with connection.cursor() as cursor:
+        cursor.execute("UPDATE procrastinate_jobs SET status = 'succeeded' WHERE status = 'todo'")
+    AIVerdict.objects.create(pull_request=pr, team=team, catalogue_version=OLD_VERSION)
+    start_worker(env={"OPENAI_API_KEY": "", "OPENAI_BASE_URL": ""})
+
+    queue.defer(
+        queue.JobSpec("pipeline.rescore_outdated_catalogue", retention.QUEUE),
+        timestamp=int(timezone.now().timestamp()),
+    )
+
+    def rescored() -> bool:
+        return PipelineRun.objects.filter(
+            team=team, kind=RunKind.RESCORE, state=PipelineRun.State.COMPLETE
+        ).exists()
+
+    wait_for(rescored, timeout=90)
+    verdict = AIVerdict.objects.get(pull_request=pr)
+    assert verdict.is_ai_assisted and verdict.tools == ["Crush"]
+    assert verdict.catalogue_version == CATALOGUE_VERSION

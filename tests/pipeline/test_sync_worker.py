@@ -8,6 +8,7 @@ import datetime
 
 import pytest
 from django.db import connection
+from procrastinate.contrib.django.models import ProcrastinateJob
 
 from pipeline import transitions
 from pipeline.models import PullRequest, StageAttempt
@@ -102,12 +103,24 @@ def test_a_worker_fails_a_revoked_token_once_with_the_reconnect_message(
     demo_github_small.unauthorized()
     connect(team, demo_github_small)
     repositories = add_repositories(team, demo_github_small, ["api"])
-    start_worker(worker_env(PIPELINE_STAGE_MAX_RETRIES="3"))
+    worker = start_worker(worker_env(PIPELINE_STAGE_MAX_RETRIES="3"))
 
     run = transitions.start_pipeline(team, [r.pk for r in repositories])
 
     wait_for(lambda: team_status(team) == PipelineStatus.FAILED, timeout=60)
     team.refresh_from_db()
-    assert team.pipeline_error == "GitHub connection is broken: reconnect GitHub."
+    assert team.pipeline_error == (
+        "GitHub rejected the team's token (bad credentials): reconnect GitHub."
+    )
     assert StageAttempt.objects.filter(run=run).count() == 1  # no retry storm
     assert len(graphql_requests(demo_github_small)) == 1
+    # An expected failure: one WARNING line with the run id, no traceback (also not from
+    # procrastinate's own record of the job's end, written after ours).
+    job_id = StageAttempt.objects.get(run=run).job_id
+    wait_for(lambda: ProcrastinateJob.objects.get(pk=job_id).status == "failed")
+    wait_for(lambda: f"run {run.pk}" in worker.log())
+    log = worker.log()
+    assert "Traceback" not in log
+    warnings = [line for line in log.splitlines() if " WARNING " in line]
+    assert len([line for line in warnings if f"run {run.pk}" in line]) == 1
+    assert not [line for line in log.splitlines() if " ERROR " in line]

@@ -1,4 +1,4 @@
-"""manage.py pipeline start|status|check|retry|cancel|restart
+"""manage.py pipeline start|status [--watch]|check|retry|cancel|restart
 
 ``--team`` takes a team id, or a name only when exactly one team has it: staff acting on the
 wrong one of two "Acme" teams is worse than being asked for the id. cancel, restart and retry
@@ -6,12 +6,14 @@ take ``--reason`` and are written to the audit log like the admin's actions."""
 
 from __future__ import annotations
 
+import argparse
 import getpass
 
 from django.core.management.base import BaseCommand, CommandError
 
 from onboarding.models import Repository, Team
 from pipeline import rescue, staff_actions, transitions
+from pipeline import watch as pipeline_watch
 from pipeline.errors import InvalidSelection
 from pipeline.invariant import find_drift
 from pipeline.models import PipelineRun
@@ -29,6 +31,10 @@ class Command(BaseCommand):
         )
         status = sub.add_parser("status", help="show pipeline status")
         status.add_argument("--team", help="team id or exact name (default: all teams)")
+        status.add_argument(
+            "--watch", action="store_true", help="live view of running pipelines (Ctrl-C stops)"
+        )
+        status.add_argument("--redraws", type=int, default=None, help=argparse.SUPPRESS)
         retry = sub.add_parser("retry", help="resume a failed pipeline from its failed stage")
         retry.add_argument("--team", required=True)
         retry.add_argument("--reason", default="retried from the command line")
@@ -87,7 +93,19 @@ class Command(BaseCommand):
     def handle_retry(self, *, team: str, reason: str, **options):
         self._act(staff_actions.Action.RETRY, team, reason)
 
-    def handle_status(self, *, team: str | None = None, **options):
+    def handle_status(self, *, team: str | None = None, watch: bool = False, **options):
+        if watch:
+            team_id = self._team(team).pk if team else None
+            try:
+                pipeline_watch.watch(
+                    lambda text: (self.stdout.write(text, ending=""), self.stdout.flush()),
+                    team_id=team_id,
+                    clear=self.stdout.isatty(),
+                    max_redraws=options.get("redraws"),
+                )
+            except KeyboardInterrupt:
+                pass
+            return
         teams = [self._team(team)] if team else Team.objects.order_by("pk")
         for team_obj in teams:
             run = PipelineRun.objects.filter(team=team_obj).first()
