@@ -17,13 +17,12 @@ from __future__ import annotations
 import argparse
 import logging
 import multiprocessing
-import os
 import sys
 import time
 from collections import Counter
 from datetime import timedelta
 
-from scratch import BASE_DIR, create_scratch_database, drop_scratch_database
+from scratch import BASE_DIR, create_scratch_database, drop_scratch_database, use_scratch_database
 
 # The product's packages (pipeline, tests) are imported at module level.
 sys.path.insert(0, str(BASE_DIR))
@@ -145,8 +144,7 @@ CLAUDE_FOOTER = "\n🤖 Generated with [Claude Code](https://claude.com/claude-c
 
 def bench_stage(args: argparse.Namespace) -> None:
     print(f"--- stage: llm_processing over {args.stage_prs} PRs (scratch database)")
-    os.environ["DATABASE_URL"] = create_scratch_database(SCRATCH_DATABASE)
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "settings.base")
+    use_scratch_database(create_scratch_database(SCRATCH_DATABASE))
     import django
 
     django.setup()

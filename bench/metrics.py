@@ -16,7 +16,12 @@ import os
 import sys
 import time
 
-from scratch import create_scratch_database, drop_scratch_database, peak_rss_mb
+from scratch import (
+    create_scratch_database,
+    drop_scratch_database,
+    peak_rss_mb,
+    use_scratch_database,
+)
 
 SCRATCH_DATABASE = "tformance_bench_metrics"
 TARGET_SECONDS = 10.0
@@ -138,9 +143,7 @@ def main() -> int:
     args = parser.parse_args()
     sizes = [int(size) for size in args.sizes.split(",")]
 
-    os.environ["DATABASE_URL"] = create_scratch_database(SCRATCH_DATABASE)
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "settings.base")
-    os.environ.setdefault("LOG_LEVEL", "WARNING")
+    use_scratch_database(create_scratch_database(SCRATCH_DATABASE))
     import django
 
     django.setup()

@@ -8,6 +8,8 @@ so bench/ is sys.path[0] and they import this module as ``scratch``.
 
 from __future__ import annotations
 
+import base64
+import os
 import resource
 import sys
 from pathlib import Path
@@ -63,3 +65,19 @@ def drop_scratch_database(name: str) -> None:
 def peak_rss_mb() -> float:
     """This process's peak resident memory so far, in MB."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: kilobytes
+
+
+def use_scratch_database(url: str, *, settings_module: str = "settings.base") -> None:
+    """Point this process's Django settings (and its child processes') at the scratch database
+    ``url``, in production mode, with throwaway secrets when none are given.
+
+    Setting DATABASE_URL switches the settings out of the embedded/dev mode, where DEBUG is off
+    and SECRET_KEY / TOKEN_ENCRYPTION_KEY must come from the environment: without these a
+    benchmark on a fresh clone dies with "SECRET_KEY must be set when DJANGO_DEBUG is off".
+    DEBUG stays off on purpose: with it on, Django keeps every SQL statement in memory."""
+    os.environ["DATABASE_URL"] = url
+    os.environ["DJANGO_DEBUG"] = "false"
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", settings_module)
+    os.environ.setdefault("LOG_LEVEL", "WARNING")
+    os.environ.setdefault("SECRET_KEY", "bench-only-secret-key-" + os.urandom(8).hex())
+    os.environ.setdefault("TOKEN_ENCRYPTION_KEY", base64.urlsafe_b64encode(os.urandom(32)).decode())

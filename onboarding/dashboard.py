@@ -7,12 +7,12 @@ import datetime
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from django.db.models import Count, Q, Sum
 from django.utils.html import format_html
 from django.utils.safestring import SafeString, mark_safe
 
 from onboarding.models import Team
-from pipeline.models import AIVerdict, PullRequest, WeeklyMetric
+from pipeline.models import AIVerdict, WeeklyMetric
+from pipeline.scope import AI_SHARE_LABEL, Scope
 
 WIDTH = 640
 # The PRs-merged chart spans both columns of the dashboard.
@@ -33,31 +33,28 @@ class Series:
     colour: str
 
 
-def team_weeks(team: Team) -> list[WeeklyMetric]:
-    """The team-level weekly rows (member rows have a member_login), oldest first."""
-    return list(WeeklyMetric.objects.filter(team=team, member_login="").order_by("week_start"))
+def team_weeks(team: Team, scope: Scope | None = None) -> list[WeeklyMetric]:
+    """The team-level weekly rows (member rows have a member_login), oldest first, from the
+    scope's first week on."""
+    rows = WeeklyMetric.objects.filter(team=team, member_login="")
+    if scope is not None:
+        rows = rows.filter(week_start__gte=scope.first_week)
+    return list(rows.order_by("week_start"))
 
 
-def headline_numbers(team: Team) -> dict:
-    """Totals over everything synced: what the top of the dashboard says in words."""
-    prs = PullRequest.objects.filter(team=team).aggregate(
-        total=Count("id"), merged=Count("id", filter=Q(merged_at__isnull=False))
-    )
-    verdicts = AIVerdict.objects.filter(team=team).aggregate(
-        analysed=Count("id"), assisted=Count("id", filter=Q(is_ai_assisted=True))
-    )
-    merged = WeeklyMetric.objects.filter(team=team, member_login="").aggregate(
-        merged=Sum("prs_merged"), ai_merged=Sum("ai_prs_merged")
-    )
-    ai_share = None
-    if merged["merged"]:
-        ai_share = (merged["ai_merged"] or 0) / merged["merged"]
+def headline_numbers(scope: Scope) -> dict:
+    """What the top of the dashboard says in words: the scope's totals (``pipeline.scope``),
+    the same counts the e-mail, the insights and the status JSON state."""
+    totals = scope.totals()
     return {
-        "prs_total": prs["total"],
-        "prs_merged": prs["merged"],
-        "prs_analysed": verdicts["analysed"],
-        "prs_ai_assisted": verdicts["assisted"],
-        "ai_share_of_merged": ai_share,
+        "prs_total": totals.prs,
+        "prs_merged": totals.merged,
+        "prs_ai_assisted_merged": totals.ai_merged,
+        "ai_share_of_merged": totals.ai_share,
+        "ai_share_percent": totals.ai_share_percent,
+        "repositories": scope.repository_names(),
+        "window_start": scope.start,
+        "window_end": scope.end,
     }
 
 
@@ -230,9 +227,9 @@ def line_chart(
     return mark_safe("".join(parts))
 
 
-def charts(team: Team) -> dict[str, SafeString] | None:
+def charts(team: Team, scope: Scope | None = None) -> dict[str, SafeString] | None:
     """The three weekly charts, or None when there are no weekly metrics yet."""
-    rows = team_weeks(team)
+    rows = team_weeks(team, scope)
     if not rows:
         return None
     weeks = [row.week_start for row in rows]
@@ -240,8 +237,8 @@ def charts(team: Team) -> dict[str, SafeString] | None:
     return {
         "ai_share": bar_chart(
             weeks,
-            [Series("AI-assisted share of merged PRs", share, AI_COLOUR)],
-            title="AI-assisted share of merged PRs per week",
+            [Series(AI_SHARE_LABEL, share, AI_COLOUR)],
+            title=f"{AI_SHARE_LABEL} per week",
             unit="%",
             y_max=100,
         ),
@@ -281,6 +278,9 @@ def evidence_of(verdict: AIVerdict | None) -> list[str]:
     for hit in verdict.signature_hits or []:
         tool = hit.get("tool", "")
         evidence = hit.get("evidence") or hit.get("marker") or ""
+        # A review bot's summary or review is shown as such: it never made the PR AI-assisted.
+        if tool and hit.get("kind") == "review" and not evidence.startswith("reviewed by"):
+            tool = f"{tool} (review only)"
         lines.append(f"{tool}: {evidence}" if tool else str(evidence))
     if verdict.llm_reason:
         confidence = (

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime
 import logging
+import re
 from dataclasses import dataclass
 
 import github
@@ -24,8 +25,22 @@ from onboarding.models import GitHubConnection, Repository, Team
 
 logger = logging.getLogger(__name__)
 
-BROKEN_CONNECTION_MESSAGE = "GitHub connection is broken: reconnect GitHub."
-UNREACHABLE_MESSAGE = "GitHub could not be reached."
+# GitHub tokens (ghp_, github_pat_, gho_, OAuth and Enterprise ones) are printable ASCII
+# without spaces.
+TOKEN_CHARACTERS = re.compile(r"[\x21-\x7e]+")
+
+# Every message a user can only act on by connecting GitHub again contains RECONNECT: the
+# progress page and the repository list then link to the connection page (needs_reconnect).
+RECONNECT = "reconnect GitHub"
+BROKEN_CONNECTION_MESSAGE = f"GitHub connection is broken: {RECONNECT}."
+# A 401 from GitHub while the team's stored token is used (revoked, expired).
+TOKEN_REJECTED_MESSAGE = f"GitHub rejected the team's token (bad credentials): {RECONNECT}."
+# A 401 (or a malformed token) while a user is checking a token they just entered.
+ENTERED_TOKEN_REJECTED_MESSAGE = (
+    "GitHub rejected this token (bad credentials). Check that you copied all of it and that "
+    "it has not expired or been revoked."
+)
+UNREACHABLE_MESSAGE = "GitHub could not be reached (network error); try again in a moment."
 SERVER_ERROR_MESSAGE = "GitHub had an error; try again."
 FORBIDDEN_MESSAGE = (
     "GitHub denied access; the organisation may require this token to be authorised for SSO."
@@ -159,6 +174,9 @@ def map_exception(exc: BaseException) -> GitHubError:
         return exc
     if isinstance(exc, TokenUnreadable):
         return GitHubError(GitHubError.AUTH, BROKEN_CONNECTION_MESSAGE)
+    if isinstance(exc, requests.exceptions.InvalidHeader | UnicodeError):
+        # Only the token goes into a header we build: a token no HTTP header can carry.
+        return GitHubError(GitHubError.AUTH, TOKEN_REJECTED_MESSAGE)
     if isinstance(exc, requests.exceptions.Timeout):
         return GitHubError(GitHubError.TIMEOUT, "GitHub took too long to answer; try again.")
     if isinstance(exc, requests.exceptions.RequestException):
@@ -173,7 +191,7 @@ def _map_github_exception(exc: GithubException) -> GitHubError:
     headers = exc.headers
     message = (exc.message or "").lower()
     if status == 401 or isinstance(exc, github.BadCredentialsException):
-        return GitHubError(GitHubError.AUTH, BROKEN_CONNECTION_MESSAGE, status=status)
+        return GitHubError(GitHubError.AUTH, TOKEN_REJECTED_MESSAGE, status=status)
     # GraphQL answers a spent budget with HTTP 200 and an error of type RATE_LIMITED; PyGithub
     # turns any GraphQL error into a GithubException(400) carrying the response.
     graphql_errors = exc.data.get("errors") if isinstance(exc.data, dict) else None
@@ -260,10 +278,23 @@ def verify_token(token: str, api_url: str | None = None) -> str:
     """The login of the account ``token`` belongs to (``GET /user``); GitHubError otherwise."""
     if not token or not token.strip():
         raise GitHubError(GitHubError.AUTH, "Enter a GitHub token.")
+    token = token.strip()
+    if not TOKEN_CHARACTERS.fullmatch(token):
+        # Spaces, line breaks, "…" copied from a placeholder: no GitHub token looks like this,
+        # and such a header would fail before reaching GitHub (not a network problem).
+        raise GitHubError(GitHubError.AUTH, ENTERED_TOKEN_REJECTED_MESSAGE)
     try:
-        return make_client(token.strip(), api_url).get_user().login
+        return make_client(token, api_url).get_user().login
     except Exception as exc:
-        raise map_exception(exc) from None
+        error = map_exception(exc)
+        if error.kind == GitHubError.AUTH:
+            error.user_message = ENTERED_TOKEN_REJECTED_MESSAGE
+        raise error from None
+
+
+def needs_reconnect(message: str) -> bool:
+    """Whether a user-facing failure is fixed by connecting GitHub again."""
+    return RECONNECT in (message or "")
 
 
 def list_repositories(connection: GitHubConnection, *, per_page: int = 100) -> list[RepositoryInfo]:

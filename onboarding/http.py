@@ -1,12 +1,18 @@
-"""A typed request for views that require a logged-in member of a team."""
+"""A typed request for views that require a logged-in member of a team, and the role checks.
+
+Roles: a team's admins connect GitHub, choose repositories, start, retry and cancel runs, invite
+people and change roles; members see the progress and the dashboard. Every view calls
+``team_of`` (member or admin) or ``admin_team_of`` (admin only) first: both scope the view to
+the viewer's own team, and the second refuses members with 403."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest
 
-from onboarding.models import Team
+from onboarding.models import Membership, Team
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
@@ -25,3 +31,20 @@ def team_of(request: HttpRequest) -> Team:
     if membership is None:
         raise Http404("You are not a member of a team yet.")
     return membership.team
+
+
+ADMINS_ONLY = "Only the team's admins can do this. Ask one of them, or ask to be made an admin."
+
+
+def is_team_admin(request: HttpRequest) -> bool:
+    membership = getattr(request.user, "membership", None)
+    return membership is not None and membership.role == Membership.Role.ADMIN
+
+
+def admin_team_of(request: HttpRequest) -> Team:
+    """The logged-in user's team when they are one of its admins; 403 for a member (404 for a
+    user without a team, like ``team_of``)."""
+    team = team_of(request)
+    if not is_team_admin(request):
+        raise PermissionDenied(ADMINS_ONLY)
+    return team

@@ -24,6 +24,7 @@ import concurrent.futures
 import functools
 import json
 import logging
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -78,6 +79,10 @@ class Delivery:
     result: Any
 
 
+# The subscription key of streams that follow every team (team ids start at 1).
+ALL_TEAMS = 0
+ALL_TEAMS_MIN_INTERVAL = 0.5
+
 # Put in idle streams' queues every keepalive interval: "send a keepalive comment".
 TICK = Delivery(sequence=0, reason="tick", result=None)
 
@@ -111,6 +116,18 @@ class _TeamReads:
     last_started: float = float("-inf")
 
 
+@dataclass(eq=False)
+class _SharedSnapshot:
+    """One snapshot read of a team, shared by the streams that asked before it started."""
+
+    sequence: int
+    future: asyncio.Future | None = None
+    started: bool = False
+    # Taken by the reader thread to mark the start and by the loop to decide joining: a stream
+    # never joins a read that began before it subscribed.
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
 # Stronger reasons win when several requests fold into one read.
 _REASON_RANK = {"refresh": 0, "change": 1, "resync": 2}
 
@@ -135,7 +152,11 @@ class Listener:
         self.read_team = read_team
         self._subscribers: dict[int, set[Subscription]] = {}
         self._team_reads: dict[int, _TeamReads] = {}
+        self._pending_snapshots: dict[int, _SharedSnapshot] = {}
         self._sequence = 0
+        # Keys with a reader of their own (the operations page's ALL_TEAMS).
+        self._key_readers: dict[int, Callable[[int], Any]] = {}
+        self._all_teams_timer: asyncio.TimerHandle | None = None
         self._listening = asyncio.Event()
         self._stopping = False
         self._connection: psycopg.AsyncConnection | None = None
@@ -147,7 +168,11 @@ class Listener:
         self.reconnects = 0
 
     # --- subscribers ---------------------------------------------------------------------
-    def subscribe(self, team_id: int) -> Subscription:
+    def subscribe(self, team_id: int, read: Callable[[int], Any] | None = None) -> Subscription:
+        """Follow ``team_id`` (or ``ALL_TEAMS``: every status change of any team, read with
+        ``read`` at most once per ``ALL_TEAMS_MIN_INTERVAL``; progress counters excluded)."""
+        if read is not None:
+            self._key_readers[team_id] = read
         subscription = Subscription(team_id)
         self._subscribers.setdefault(team_id, set()).add(subscription)
         return subscription
@@ -183,10 +208,38 @@ class Listener:
         return await self.loop.run_in_executor(self._reader, _on_reader_thread, function, *args)
 
     async def snapshot(self, team_id: int) -> Delivery:
-        """A fresh read of ``team_id`` for one stream (its first event)."""
-        sequence = self._next_sequence()
-        result = await self.run_read(self.read_team, team_id)
-        return Delivery(sequence, "snapshot", result)
+        """A fresh read of ``team_id`` for a new stream (its first event).
+
+        Streams of one team opening together (a reconnect storm after a deploy: every tab at
+        once) share one read: a stream joins a snapshot read that is queued but has not
+        started, since such a read begins after the stream subscribed and so sees every change
+        committed before it (later ones reach the subscription by NOTIFY). A read that already
+        started is never joined. Without this, 1,000 tabs of one team were 1,000 identical
+        reads and renders in a row on the reader thread."""
+        shared = self._pending_snapshots.get(team_id)
+        if shared is not None:
+            with shared.lock:
+                joinable = not shared.started
+            if joinable:
+                return Delivery(shared.sequence, "snapshot", await asyncio.shield(shared.future))
+        shared = _SharedSnapshot(sequence=self._next_sequence())
+        self._pending_snapshots[team_id] = shared
+
+        def read() -> Any:
+            with shared.lock:
+                shared.started = True
+            return _on_reader_thread(self._read_for(team_id), team_id)
+
+        shared.future = self.loop.run_in_executor(self._reader, read)
+        try:
+            result = await asyncio.shield(shared.future)
+        finally:
+            if self._pending_snapshots.get(team_id) is shared:
+                del self._pending_snapshots[team_id]
+        return Delivery(shared.sequence, "snapshot", result)
+
+    def _read_for(self, key: int) -> Callable[[int], Any]:
+        return self._key_readers.get(key, self.read_team)
 
     def request_read(self, team_id: int, reason: str, *, unless_younger_than: float = 0) -> None:
         """Read ``team_id`` again and deliver it to all of its streams. Requests arriving while
@@ -204,7 +257,9 @@ class Listener:
         reads.last_started = self.loop.time()
         sequence = self._next_sequence()
         # Submitted right away, so reads run in the order of their sequence numbers.
-        future = self.loop.run_in_executor(self._reader, _on_reader_thread, self.read_team, team_id)
+        future = self.loop.run_in_executor(
+            self._reader, _on_reader_thread, self._read_for(team_id), team_id
+        )
         future.add_done_callback(functools.partial(self._deliver, team_id, reason, sequence))
 
     def _deliver(self, team_id: int, reason: str, sequence: int, future: asyncio.Future) -> None:
@@ -233,11 +288,31 @@ class Listener:
     # --- the LISTEN loop -------------------------------------------------------------------
     def _dispatch(self, payload: str) -> None:
         try:
-            team_id = int(json.loads(payload)["team"])
+            message = json.loads(payload)
+            team_id = int(message["team"])
         except (ValueError, KeyError, TypeError):
             logger.warning("live listener: ignoring malformed payload %r", payload[:200])
             return
         self.request_read(team_id, "change")
+        if ALL_TEAMS in self._subscribers and message.get("event") != "progress":
+            self._request_all_teams_read()
+
+    def _request_all_teams_read(self) -> None:
+        """At most one ALL_TEAMS read per interval, and always one after the last change: the
+        operations page's aggregate read shares the reader thread with every progress stream."""
+        if self._all_teams_timer is not None:
+            return  # a read is already due
+        reads = self._team_reads.get(ALL_TEAMS)
+        wait = ALL_TEAMS_MIN_INTERVAL - (self.loop.time() - reads.last_started) if reads else 0
+        if wait <= 0:
+            self.request_read(ALL_TEAMS, "change")
+            return
+
+        def due() -> None:
+            self._all_teams_timer = None
+            self.request_read(ALL_TEAMS, "change")
+
+        self._all_teams_timer = self.loop.call_later(wait, due)
 
     def _resync_everyone(self) -> None:
         for team_id in list(self._subscribers):
@@ -302,6 +377,8 @@ class Listener:
         database is dropped), and wake the streams so they end."""
         self._stopping = True
         self._listening.clear()
+        if self._all_teams_timer is not None:
+            self._all_teams_timer.cancel()
         self._ticker.cancel()
         self._task.cancel()
         for task in (self._ticker, self._task):

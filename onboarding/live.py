@@ -59,8 +59,10 @@ from django.template.loader import render_to_string
 from django.views.decorators.http import require_GET
 
 from onboarding.http import team_of
-from onboarding.listener import TICK, Listener, get_listener
+from onboarding.listener import TICK, Listener, get_listener, keepalive_seconds
+from onboarding.models import Membership
 from onboarding.progress import ProgressSnapshot, build_snapshot
+from pipeline.scope import team_scope
 
 logger = logging.getLogger(__name__)
 
@@ -165,15 +167,22 @@ async def progress_stream(request: HttpRequest) -> HttpResponse:
     # Under ASGI each request has its own thread for sync code; if anything in it opened a
     # database connection, give it back now rather than holding a backend per open tab.
     await sync_to_async(_close_thread_connections)()
+    user_id = request.user.pk  # loaded by the authorization above
     response = StreamingHttpResponse(
-        _event_stream(listener, team_id, csrf_token), content_type="text/event-stream"
+        _event_stream(listener, team_id, csrf_token, user_id), content_type="text/event-stream"
     )
     response["Cache-Control"] = "no-cache"
     response["X-Accel-Buffering"] = "no"  # nginx: do not buffer the stream
     return response
 
 
-async def _event_stream(listener: Listener, team_id: int, csrf_token: str) -> AsyncIterator[bytes]:
+def _is_member(user_id: int | None, team_id: int) -> bool:
+    return Membership.objects.filter(user_id=user_id, team_id=team_id).exists()
+
+
+async def _event_stream(
+    listener: Listener, team_id: int, csrf_token: str, user_id: int | None = None
+) -> AsyncIterator[bytes]:
     # Subscribe before the first read: a change committed after the read is then always
     # delivered, and one committed before it is in the snapshot.
     subscription = listener.subscribe(team_id)
@@ -182,10 +191,19 @@ async def _event_stream(listener: Listener, team_id: int, csrf_token: str) -> As
         await listener.wait_listening(LISTEN_WAIT_SECONDS)
         shown = await listener.snapshot(team_id)
         yield shown.result.event_for(csrf_token)
+        checked_at = listener.loop.time()
         while not shown.result.finished:
             delivery = await subscription.queue.get()
             if delivery is None:  # the listener stopped
                 return
+            # A user removed from the team stops receiving its progress within one keepalive
+            # interval: membership is re-read at most once per interval per stream (every
+            # tick of an idle stream), never once per change (1,000 streams of a team).
+            if listener.loop.time() - checked_at >= keepalive_seconds() / 2:
+                checked_at = listener.loop.time()
+                if not await listener.run_read(_is_member, user_id, team_id):
+                    yield sse_event("done", "not a member").encode()
+                    return
             if delivery is TICK:
                 yield _KEEPALIVE
             elif delivery.sequence < shown.sequence:
@@ -224,6 +242,10 @@ def progress_status(request: HttpRequest) -> HttpResponse:
     snapshot = _snapshot_or_refusal(request)
     if isinstance(snapshot, HttpResponse):
         return snapshot
-    response = JsonResponse(snapshot.as_json())
+    data = snapshot.as_json()
+    # What the dashboard shows (pipeline.scope: the latest completed run), with its counts.
+    shown = team_scope(snapshot.team_id)
+    data["dashboard"] = shown.as_json() if shown is not None else None
+    response = JsonResponse(data)
     response["Cache-Control"] = "no-store"
     return response

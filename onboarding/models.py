@@ -55,6 +55,9 @@ class GitHubConnection(models.Model):
     account_login = models.CharField(max_length=200)
     connected_at = models.DateTimeField(auto_now=True)
 
+    class Meta:
+        verbose_name = "GitHub connection"
+
     def __str__(self) -> str:
         return f"{self.team} as {self.account_login}"
 
@@ -84,3 +87,26 @@ class Repository(models.Model):
 
     def __str__(self) -> str:
         return self.full_name
+
+
+class Invitation(models.Model):
+    """A one-time link an admin gives to someone to join the team. Only the SHA-256 of the
+    link's token is stored: the database (or a backup) cannot be used to join."""
+
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="invitations")
+    token_hash = models.CharField(max_length=64, unique=True)
+    role = models.CharField(
+        max_length=16, choices=Membership.Role.choices, default=Membership.Role.MEMBER
+    )
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField()
+    used_at = models.DateTimeField(null=True, blank=True)
+    used_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+
+    def __str__(self) -> str:
+        return f"invitation to {self.team} ({self.role})"

@@ -14,6 +14,13 @@ Counters the page knows (stages report them with ``pipeline.progress.report``):
 the sync skipped, and the detection stage's word that no LLM was configured. A stage whose
 returned counts contain ``"skipped": True`` is shown as skipped.
 
+"Processing is delayed" tells the truth about why nothing moves (``Delay``): no worker is
+running; a worker is running but this stage's execution stalled (its worker died: the rule is
+``pipeline.rescue.stalled_job_ids()``, never re-implemented here), with the time the rescuer is
+expected to hand it to a live worker; or the stage waits for GitHub's rate-limit reset. A live
+worker is a row in ``procrastinate_workers`` with a heartbeat within
+PIPELINE_STALLED_AFTER_SECONDS.
+
 Everything here is read with the team as the filter: callers pass the viewer's own team id.
 """
 
@@ -26,12 +33,15 @@ from django.conf import settings
 from django.utils import timezone
 from procrastinate.contrib.django.models import ProcrastinateJob, ProcrastinateWorker
 
+from onboarding.github import needs_reconnect
 from onboarding.models import Team
+from pipeline import rescue
 from pipeline.models import PipelineRun, StageAttempt
 from pipeline.queue import STAGE_JOBS
 from pipeline.status import STAGE_ORDER, PipelineStatus
 
-# "Processing is delayed" needs both: nothing happened for this long, and no live worker.
+# "No worker is running" needs both: nothing happened for this long, and no live worker (a
+# worker restarted by its supervisor is back well within it).
 DELAYED_AFTER_SECONDS = 30
 
 # Statuses after which the page stops listening (the stream sends `done`, polling gets 286).
@@ -132,9 +142,11 @@ class QueueView:
     attempts: int = 0
     scheduled_at: datetime.datetime | None = None
     worker_id: int | None = None
-    # For a job in `doing`: its own worker heartbeats. Otherwise: some worker heartbeats.
+    # For a job in `doing`: it is not stalled (pipeline.rescue's rule). Otherwise: some worker
+    # heartbeats.
     worker_alive: bool = False
     live_workers: int = 0
+    stalled: bool = False
 
     def as_json(self) -> dict:
         return {
@@ -146,6 +158,30 @@ class QueueView:
             "worker_id": self.worker_id,
             "worker_alive": self.worker_alive,
             "live_workers": self.live_workers,
+            "stalled": self.stalled,
+        }
+
+
+class DelayReason:
+    NO_WORKER = "no_worker"
+    STALLED = "stalled"
+    RATE_LIMIT = "rate_limit"
+
+
+@dataclass(frozen=True)
+class Delay:
+    """Why a running pipeline is not moving, in words for the user."""
+
+    reason: str
+    message: str
+    # When it is expected to move again, if known (the rescue, the rate-limit reset).
+    until: datetime.datetime | None = None
+
+    def as_json(self) -> dict:
+        return {
+            "reason": self.reason,
+            "message": self.message,
+            "until": self.until.isoformat() if self.until else None,
         }
 
 
@@ -171,6 +207,7 @@ class ProgressSnapshot:
     queue: QueueView
     mismatch: str
     taken_at: datetime.datetime = field(default_factory=timezone.now)
+    delay: Delay | None = None
 
     @property
     def finished(self) -> bool:
@@ -187,6 +224,11 @@ class ProgressSnapshot:
     @property
     def is_failed(self) -> bool:
         return self.status == PipelineStatus.FAILED
+
+    @property
+    def needs_reconnect(self) -> bool:
+        """A failure only a new GitHub connection fixes: the page links to it."""
+        return self.is_failed and needs_reconnect(self.error)
 
     @property
     def elapsed_display(self) -> str:
@@ -218,6 +260,7 @@ class ProgressSnapshot:
                 "notes": self.notes,
                 "last_activity_at": iso(self.last_activity_at),
                 "delayed": self.delayed,
+                "delay": self.delay.as_json() if self.delay else None,
             },
             "queue": self.queue.as_json(),
             "mismatch": self.mismatch or None,
@@ -320,10 +363,8 @@ def _queue_view(
         return QueueView(
             task_name=spec.task_name, worker_alive=live_workers > 0, live_workers=live_workers
         )
-    if job.status == "doing":
-        worker_alive = job.worker is not None and job.worker.last_heartbeat >= alive_since
-    else:
-        worker_alive = live_workers > 0
+    stalled = job.status == "doing" and job.pk in rescue.stalled_job_ids()
+    worker_alive = not stalled if job.status == "doing" else live_workers > 0
     return QueueView(
         job_id=job.pk,
         task_name=job.task_name,
@@ -333,6 +374,7 @@ def _queue_view(
         worker_id=job.worker_id,
         worker_alive=worker_alive,
         live_workers=live_workers,
+        stalled=stalled,
     )
 
 
@@ -347,7 +389,7 @@ def _mismatch(team: Team, run: PipelineRun | None, queue: QueueView) -> str:
             return f"The team is {label} but no job is queued for that stage."
         if queue.status not in ("todo", "doing"):
             return f"The team is {label} but the stage's job is {queue.status}."
-        if queue.status == "doing" and not queue.worker_alive:
+        if queue.stalled:
             return "The worker running this stage stopped; the job will be re-queued."
         return ""
     if status == PipelineStatus.FAILED and queue.status == "todo":
@@ -394,6 +436,57 @@ def _notes(run: PipelineRun | None, counters: Counters) -> list[str]:
     return notes
 
 
+def expected_rescue_at(now: datetime.datetime) -> datetime.datetime:
+    """When the rescuer is next expected to hand a stalled job to a live worker: every live
+    worker runs a rescue pass every PIPELINE_RESCUE_INTERVAL_SECONDS (pipeline.rescue)."""
+    return now + datetime.timedelta(seconds=settings.PIPELINE_RESCUE_INTERVAL_SECONDS)
+
+
+def _delay(
+    status: str,
+    attempts: list[StageAttempt],
+    queue: QueueView,
+    last_activity: datetime.datetime | None,
+    now: datetime.datetime,
+) -> Delay | None:
+    if status not in STAGE_ORDER:
+        return None
+    latest = next((a for a in reversed(attempts) if a.stage == status), None)
+    if (
+        queue.status == "todo"
+        and queue.scheduled_at is not None
+        and queue.scheduled_at > now
+        and latest is not None
+        and latest.outcome == StageAttempt.Outcome.RESCHEDULED
+    ):
+        at = queue.scheduled_at.astimezone(datetime.UTC)
+        return Delay(
+            DelayReason.RATE_LIMIT,
+            f"waiting for GitHub's rate limit to reset; it continues by itself at {at:%H:%M} UTC.",
+            until=queue.scheduled_at,
+        )
+    no_worker = Delay(
+        DelayReason.NO_WORKER,
+        "no worker is running. It resumes by itself when a worker starts.",
+    )
+    if queue.stalled:
+        if queue.live_workers == 0:
+            return no_worker
+        at = max(expected_rescue_at(now), now)
+        return Delay(
+            DelayReason.STALLED,
+            "the worker running this stage stopped. A running worker takes the stage over by"
+            f" about {at.astimezone(datetime.UTC):%H:%M:%S} UTC; nothing is lost.",
+            until=at,
+        )
+    idle = last_activity is not None and (now - last_activity).total_seconds() > (
+        DELAYED_AFTER_SECONDS
+    )
+    if queue.live_workers == 0 and idle:
+        return no_worker
+    return None
+
+
 def build_snapshot(team_id: int) -> ProgressSnapshot:
     """Read the progress of ``team_id`` from the database (a handful of small queries)."""
     now = timezone.now()
@@ -402,12 +495,7 @@ def build_snapshot(team_id: int) -> ProgressSnapshot:
     attempts = list(run.attempts.order_by("started_at", "id")) if run is not None else []
     queue = _queue_view(run, attempts, now)
     last_activity = _last_activity(run, attempts, queue)
-    delayed = (
-        team.pipeline_status in STAGE_ORDER
-        and not queue.worker_alive
-        and last_activity is not None
-        and (now - last_activity).total_seconds() > DELAYED_AFTER_SECONDS
-    )
+    delay = _delay(team.pipeline_status, attempts, queue, last_activity, now)
     progress = dict(run.progress or {}) if run is not None else {}
     counters = Counters.from_progress(progress)
     return ProgressSnapshot(
@@ -427,8 +515,9 @@ def build_snapshot(team_id: int) -> ProgressSnapshot:
         progress=progress,
         notes=_notes(run, counters),
         last_activity_at=last_activity,
-        delayed=delayed,
+        delayed=delay is not None,
         queue=queue,
         mismatch=_mismatch(team, run, queue),
         taken_at=now,
+        delay=delay,
     )

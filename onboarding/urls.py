@@ -21,7 +21,12 @@ urlpatterns = [
     path("repositories/list/", views.repository_list, name="repository_list"),
     path("progress/", views.progress, name="progress"),
     path("progress/retry/", views.retry_pipeline, name="retry_pipeline"),
+    path("progress/cancel/", views.cancel_pipeline, name="cancel_pipeline"),
     path("dashboard/", views.dashboard, name="dashboard"),
+    path("team/", views.team_page, name="team"),
+    path("team/invitations/", views.create_invitation, name="create_invitation"),
+    path("team/members/<int:membership_id>/role/", views.change_role, name="change_role"),
+    path("invite/<str:token>/", views.accept_invitation, name="accept_invitation"),
     # The live progress stream, the polling fragment and the JSON status (onboarding/live.py).
     path("", include("onboarding.urls_live")),
 ]

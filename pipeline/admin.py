@@ -1,10 +1,6 @@
-"""Staff views of the pipeline: runs with their stage history, the e-mail outbox, and the
-procrastinate job list with a safe re-queue action.
-
-Procrastinate's own "Retry Job" action re-queues any ``doing`` job, including one a live worker
-is still running (the stage would then run twice at once). Ours re-queues only jobs that are
-stalled (their worker stopped heartbeating) or failed, and resumes a failed stage through
-``transitions.retry_pipeline`` so the team's status and the queue move together.
+"""Staff views of the pipeline: runs with their stage history and timeline, the staff actions
+on them (retry, restart, cancel: each through ``pipeline.transitions``, with a reason, audited),
+the e-mail outbox and the read-only audit log. The job list is ``pipeline.admin_jobs``.
 """
 
 from __future__ import annotations
@@ -12,82 +8,73 @@ from __future__ import annotations
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
-from procrastinate.contrib.django import models as procrastinate_models
-from procrastinate.contrib.django.admin import ProcrastinateJobAdmin
+from django.utils.html import format_html, format_html_join
 
 from onboarding.models import Team
-from pipeline import queue, rescue, transitions
-from pipeline.errors import PipelineNotRetryable
-from pipeline.models import EmailOutbox, PipelineRun, StageAttempt
+from pipeline import admin_jobs  # noqa: F401  (registers the job list)
+from pipeline.admin_reason import ask_reason
+from pipeline.models import EmailOutbox, PipelineRun, StaffAction, StageAttempt
+from pipeline.staff_actions import Action, act_on_team
 from pipeline.stages import email as email_stage
 from pipeline.status import PipelineStatus
 
-
-def requeue_jobs(jobs: QuerySet) -> tuple[list[str], list[str]]:
-    """Re-queue what can safely be re-queued. Returns (done, refused) descriptions."""
-    done: list[str] = []
-    refused: list[str] = []
-    # A pipeline whose job was lost outside our code becomes failed first, so that its failed
-    # job below can resume it.
-    rescue.fail_stranded_runs()
-    for job in jobs.order_by("id"):
-        label = f"job {job.id} ({job.task_name})"
-        if job.status == "doing":
-            if rescue.requeue_stalled_job(job.id, job.queue_name):
-                done.append(f"{label}: stalled, re-queued")
-            else:
-                refused.append(f"{label}: still running on a live worker")
-            continue
-        if job.status != "failed":
-            refused.append(f"{label}: {job.status}, nothing to re-queue")
-            continue
-        stage = queue.STAGE_BY_TASK_NAME.get(job.task_name)
-        if job.task_name == queue.EMAIL_JOB.task_name:
-            outbox = EmailOutbox.objects.filter(job_id=job.id).first()
-            if outbox is not None and email_stage.resend(outbox.pk):
-                done.append(f"{label}: e-mail queued again")
-            else:
-                refused.append(f"{label}: the e-mail was already sent")
-            continue
-        if stage is None:
-            if rescue.requeue_failed_job(job.id, job.queue_name):
-                done.append(f"{label}: re-queued")
-            continue
-        run = PipelineRun.objects.filter(pk=(job.args or {}).get("run_id")).first()
-        team = Team.objects.filter(pk=run.team_id).first() if run else None
-        if (
-            team is None
-            or team.pipeline_status != PipelineStatus.FAILED
-            or run.state != PipelineRun.State.FAILED
-            or run.stage != stage
-        ):
-            refused.append(f"{label}: its pipeline has moved on; re-running it would do nothing")
-            continue
-        try:
-            transitions.retry_pipeline(team, failed_job_id=job.id)
-        except PipelineNotRetryable as exc:
-            refused.append(f"{label}: {exc}")
-        else:
-            done.append(f"{label}: pipeline of {team.name} resumed at {stage}")
-    return done, refused
+OUTCOME_COLOURS = {
+    StageAttempt.Outcome.SUCCEEDED: "#3c8d40",
+    StageAttempt.Outcome.RUNNING: "#417690",
+    StageAttempt.Outcome.RETRYING: "#c49a00",
+    StageAttempt.Outcome.RESCHEDULED: "#c49a00",
+    StageAttempt.Outcome.FAILED: "#ba2121",
+    StageAttempt.Outcome.CANCELLED: "#777777",
+}
 
 
-admin.site.unregister(procrastinate_models.ProcrastinateJob)
+def timeline(run: PipelineRun) -> str:
+    """One run's attempts as a bar, each segment as wide as its share of the time, with the
+    stage, outcome and duration in its tooltip and label. ``run.attempts`` may be prefetched."""
+    attempts = list(run.attempts.all())
+    if not attempts:
+        return format_html("<em>{}</em>", "no stage started")
+    total = sum(a.duration_ms or 0 for a in attempts) or 1
+    segments = format_html_join(
+        "",
+        '<span title="{}" style="display:inline-block;overflow:hidden;white-space:nowrap;'
+        "width:{}%;min-width:4em;background:{};color:#fff;padding:1px 3px;"
+        'box-sizing:border-box;font-size:11px">{}</span>',
+        (
+            (
+                f"{PipelineStatus(a.stage).label} #{a.attempt}: {a.get_outcome_display()}"
+                + (f" - {a.error}" if a.error else ""),
+                max(1, round(100 * (a.duration_ms or 0) / total)),
+                OUTCOME_COLOURS.get(a.outcome, "#777"),
+                f"{a.stage} {_duration(a.duration_ms)}",
+            )
+            for a in attempts
+        ),
+    )
+    return format_html('<div style="display:flex;width:32em">{}</div>', segments)
 
 
-@admin.register(procrastinate_models.ProcrastinateJob)
-class PipelineJobAdmin(ProcrastinateJobAdmin):
-    @admin.action(description="Re-queue stalled or failed jobs")
-    def requeue(self, request: HttpRequest, queryset: QuerySet) -> None:
-        done, refused = requeue_jobs(queryset)
-        for line in done:
-            self.message_user(request, line, messages.SUCCESS)
-        for line in refused:
-            self.message_user(request, line, messages.WARNING)
+def _duration(ms: int | None) -> str:
+    if ms is None:
+        return "..."
+    if ms < 1000:
+        return f"{ms} ms"
+    if ms < 120_000:
+        return f"{ms / 1000:.1f} s"
+    return f"{ms / 60_000:.1f} min"
 
-    # Procrastinate's cancel/abort actions are left out on purpose: they change the queue
-    # behind transitions' back and would strand a running pipeline.
-    actions = [requeue]
+
+def run_team_action(model_admin, request, teams, action: str):
+    """The shared body of the retry/restart/cancel actions on teams and runs."""
+    reason = ask_reason(model_admin, request, teams, Action.LABELS[action])
+    if not isinstance(reason, str):
+        return reason
+    for team in teams:
+        result = act_on_team(request.user, action, team, reason)
+        model_admin.message_user(
+            request, result.message, messages.SUCCESS if result.succeeded else messages.WARNING
+        )
+    return None
 
 
 class StageAttemptInline(admin.TabularInline):
@@ -110,13 +97,32 @@ class StageAttemptInline(admin.TabularInline):
         return False
 
 
+def _teams_of(runs: QuerySet) -> list[Team]:
+    return list(Team.objects.filter(pk__in=runs.values("team_id")).order_by("pk"))
+
+
 @admin.register(PipelineRun)
 class PipelineRunAdmin(admin.ModelAdmin):
-    list_display = ["id", "team", "state", "stage", "started_at", "finished_at", "error"]
-    list_filter = ["state", "stage"]
+    list_display = [
+        "id",
+        "team",
+        "kind",
+        "state",
+        "stage",
+        "started_at",
+        "finished_at",
+        "stage_timeline",
+        "error",
+    ]
+    list_filter = ["kind", "state", "stage"]
+    list_select_related = ["team"]
     search_fields = ["team__name"]
+    show_full_result_count = False
+    show_facets = admin.ShowFacets.NEVER
     readonly_fields = [
         "team",
+        "kind",
+        "stage_timeline",
         "state",
         "stage",
         "repository_ids",
@@ -127,8 +133,51 @@ class PipelineRunAdmin(admin.ModelAdmin):
         "summary",
     ]
     inlines = [StageAttemptInline]
+    actions = ["retry", "restart", "cancel"]
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).prefetch_related("attempts")
+
+    @admin.display(description="Timeline")
+    def stage_timeline(self, run: PipelineRun) -> str:
+        return timeline(run)
+
+    @admin.action(description="Retry from failed stage (the runs' teams)")
+    def retry(self, request, queryset):
+        return run_team_action(self, request, _teams_of(queryset), Action.RETRY)
+
+    @admin.action(description="Restart pipeline (the runs' teams)")
+    def restart(self, request, queryset):
+        return run_team_action(self, request, _teams_of(queryset), Action.RESTART)
+
+    @admin.action(description="Cancel pipeline (the runs' teams)")
+    def cancel(self, request, queryset):
+        return run_team_action(self, request, _teams_of(queryset), Action.CANCEL)
 
     def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+
+@admin.register(StaffAction)
+class StaffActionAdmin(admin.ModelAdmin):
+    """The audit log: read-only, never deleted from the admin."""
+
+    list_display = ["created_at", "username", "action", "target", "reason", "succeeded", "outcome"]
+    list_filter = ["action", "succeeded"]
+    search_fields = ["username", "target", "reason"]
+    show_full_result_count = False
+    show_facets = admin.ShowFacets.NEVER
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
         return False
 
 

@@ -6,6 +6,7 @@ class PipelineConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from pipeline import receivers
+        from pipeline import nightly, receivers
 
         receivers.connect()
+        nightly.connect()

@@ -33,3 +33,7 @@ class RescheduleStage(Exception):
         super().__init__(reason)
         self.at = at
         self.reason = reason
+
+
+class PipelineNotRunning(ValueError):
+    """cancel_pipeline was asked for a team with no running run."""

@@ -191,8 +191,8 @@ def ai_cycle_time(facts: TeamFacts) -> Draft:
         return Draft(
             "ai_cycle_time",
             f"AI-assisted PRs merge {percent(faster)} faster",
-            f"{sides} Faster merges can also mean smaller or simpler changes; check the size "
-            "split on the dashboard before crediting the tools.",
+            f"{sides} Faster merges can also mean smaller or simpler changes; check the Size "
+            "column of the pull-request table before crediting the tools.",
             POSITIVE,
             numbers,
         )
@@ -208,7 +208,8 @@ def ai_cycle_time(facts: TeamFacts) -> Draft:
             "ai_cycle_time",
             headline,
             f"{sides} Longer cycles often come from extra review rounds on generated code; "
-            "the review columns on the dashboard show where the time goes.",
+            "the Review rounds column of the pull-request table shows which PRs went back "
+            "and forth.",
             WARNING,
             numbers,
         )

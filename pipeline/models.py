@@ -3,10 +3,23 @@ verdicts, the weekly metrics, the insights and the e-mail outbox."""
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
 from pipeline.status import PipelineStatus
+
+
+class RunKind(models.TextChoices):
+    """Why a run exists. Every kind goes through the same transitions (history, invariant and
+    rescue apply alike); they differ in where they start and what they send."""
+
+    # The first full sync after the user picks repositories; ends with the completion e-mail.
+    ONBOARDING = "onboarding", "Onboarding"
+    # The scheduled batch: incremental sync since the last one, then the later stages; no e-mail.
+    NIGHTLY = "nightly", "Nightly"
+    # Detection again over what is already synced (e.g. a new marker catalogue); no sync.
+    RESCORE = "rescore", "Re-score"
 
 
 class PipelineRun(models.Model):
@@ -15,8 +28,13 @@ class PipelineRun(models.Model):
         COMPLETE = "complete", "Complete"
         FAILED = "failed", "Failed"
         SUPERSEDED = "superseded", "Superseded by a newer run"
+        CANCELLED = "cancelled", "Cancelled"
+        # A scheduled run that did not start because another run of the team was running; the
+        # row is the run history's record of that (``error`` says which run).
+        SKIPPED = "skipped", "Skipped (another run was running)"
 
     team = models.ForeignKey("onboarding.Team", on_delete=models.CASCADE, related_name="runs")
+    kind = models.CharField(max_length=16, choices=RunKind.choices, default=RunKind.ONBOARDING)
     state = models.CharField(max_length=16, choices=State.choices, default=State.RUNNING)
     # The stage the run is in, or the stage it failed in while state is failed.
     stage = models.CharField(max_length=32, choices=PipelineStatus.choices)
@@ -42,9 +60,14 @@ class PipelineRun(models.Model):
             )
         ]
         ordering = ["-started_at"]
+        indexes = [
+            models.Index(fields=["team", "kind", "state"]),
+            # The operations page: runs failed today.
+            models.Index(fields=["state", "finished_at"]),
+        ]
 
     def __str__(self) -> str:
-        return f"run {self.pk} of {self.team_id} ({self.state}, {self.stage})"
+        return f"{self.kind} run {self.pk} of team {self.team_id} ({self.state}, {self.stage})"
 
 
 class StageAttempt(models.Model):
@@ -57,6 +80,7 @@ class StageAttempt(models.Model):
         RETRYING = "retrying", "Failed, will retry"
         FAILED = "failed", "Failed"
         RESCHEDULED = "rescheduled", "Rescheduled (rate limit)"
+        CANCELLED = "cancelled", "Cancelled"
 
     run = models.ForeignKey(PipelineRun, on_delete=models.CASCADE, related_name="attempts")
     stage = models.CharField(max_length=32, choices=PipelineStatus.choices)
@@ -67,7 +91,8 @@ class StageAttempt(models.Model):
     # invariant check needs to tell "this execution already handed off" from "a retry runs".
     job_attempts = models.PositiveIntegerField(null=True, blank=True)
     started_at = models.DateTimeField()
-    finished_at = models.DateTimeField(null=True, blank=True)
+    # Indexed for the operations page's last-24-hours stage figures.
+    finished_at = models.DateTimeField(null=True, blank=True, db_index=True)
     duration_ms = models.PositiveIntegerField(null=True, blank=True)
     outcome = models.CharField(max_length=16, choices=Outcome.choices, default=Outcome.RUNNING)
     error = models.TextField(blank=True, default="")
@@ -254,5 +279,54 @@ class EmailOutbox(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     sent_at = models.DateTimeField(null=True, blank=True)
 
+    class Meta:
+        verbose_name = "e-mail outbox"
+        verbose_name_plural = "e-mail outboxes"
+
     def __str__(self) -> str:
         return f"insights email for run {self.run_id} ({self.status})"
+
+
+class StaffAction(models.Model):
+    """The audit log: one row per staff action taken in the admin or with ``manage.py
+    pipeline`` (who, when, what, on what, why, and what came of it). Written by the code that
+    performs the action, never edited afterwards."""
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    # Kept as text too: the log outlives the account.
+    username = models.CharField(max_length=150)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    action = models.CharField(max_length=32)
+    target = models.CharField(max_length=300)
+    team = models.ForeignKey(
+        "onboarding.Team", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    reason = models.TextField()
+    outcome = models.TextField()
+    succeeded = models.BooleanField()
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        verbose_name = "audit log entry"
+        verbose_name_plural = "audit log"
+
+    def __str__(self) -> str:
+        return f"{self.username} {self.action} {self.target}"
+
+
+class WorkerLiveness(models.Model):
+    """Each ``manage.py worker`` process's liveness lock, as the rescuer last saw it (see
+    ``pipeline.liveness``). The lock itself lives in PostgreSQL (``pg_locks``); this row says
+    when the worker took it (to tell "lost because the server restarted" from "lost because the
+    process died") and since when a rescuer has seen it missing (the short grace that lets a
+    worker whose connection was terminated take it again before anyone calls it dead)."""
+
+    # procrastinate_workers.id (not a foreign key: procrastinate owns and deletes those rows).
+    worker_id = models.BigIntegerField(primary_key=True)
+    lock_acquired_at = models.DateTimeField()
+    lock_missing_since = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"worker {self.worker_id} liveness"

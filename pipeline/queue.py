@@ -1,6 +1,6 @@
 """Deferring jobs inside the caller's Django transaction.
 
-Inside a worker started by ``manage.py procrastinate worker``, procrastinate swaps the app's
+Inside a procrastinate worker (``manage.py worker``), procrastinate swaps the app's
 connector for a psycopg pool (``DjangoConnector.get_worker_connector()``), so a plain
 ``task.defer()`` inside a task commits on its own, outside the task's ``transaction.atomic()``:
 a rolled-back hand-off would still enqueue its successor. Every pipeline job is therefore deferred
@@ -37,7 +37,6 @@ STAGE_JOBS: dict[str, JobSpec] = {
     PipelineStatus.COMPUTING_INSIGHTS: JobSpec("pipeline.stage.insights", "default"),
 }
 EMAIL_JOB = JobSpec("pipeline.outbox.send_email", "default")
-RESCUE_JOB = JobSpec("pipeline.rescue_stalled_jobs", "default")
 
 STAGE_BY_TASK_NAME: dict[str, str] = {spec.task_name: stage for stage, spec in STAGE_JOBS.items()}
 
@@ -49,20 +48,33 @@ def job_manager() -> JobManager:
     return _django_job_manager
 
 
-def defer(spec: JobSpec, *, schedule_at: datetime.datetime | None = None, **task_kwargs) -> int:
-    """Insert a job on Django's connection: it commits or rolls back with the caller."""
+def defer(
+    spec: JobSpec,
+    *,
+    schedule_at: datetime.datetime | None = None,
+    priority: int | None = None,
+    **task_kwargs,
+) -> int:
+    """Insert a job on Django's connection: it commits or rolls back with the caller.
+    ``priority`` overrides the spec's (nightly runs' jobs yield to onboarding's)."""
     deferrer = configure_task(
         name=spec.task_name,
         job_manager=_django_job_manager,
         queue=spec.queue,
-        priority=spec.priority,
+        priority=spec.priority if priority is None else priority,
         schedule_at=schedule_at,
     )
     return deferrer.defer(**task_kwargs)
 
 
-def defer_stage(stage: str, *, run_id: int, schedule_at: datetime.datetime | None = None) -> int:
-    return defer(STAGE_JOBS[stage], run_id=run_id, schedule_at=schedule_at)
+def defer_stage(
+    stage: str,
+    *,
+    run_id: int,
+    schedule_at: datetime.datetime | None = None,
+    priority: int | None = None,
+) -> int:
+    return defer(STAGE_JOBS[stage], run_id=run_id, schedule_at=schedule_at, priority=priority)
 
 
 def live_stage_jobs(run_id: int, stage: str) -> int:
@@ -84,3 +96,13 @@ def is_failed_stage_job(job_id: int, *, run_id: int, stage: str) -> bool:
             [job_id, STAGE_JOBS[stage].task_name, run_id],
         )
         return cursor.fetchone() is not None
+
+
+def finish_job(job_id: int, status: str) -> None:
+    """End a todo/doing job as ``status`` (succeeded, failed, aborted) with procrastinate's own
+    SQL function, on Django's connection: it commits with the caller (the rescuer's supersede)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT procrastinate_finish_job_v1(%s, %s::procrastinate_job_status, false)",
+            [job_id, status],
+        )

@@ -12,7 +12,7 @@ from procrastinate.contrib.django import app
 from procrastinate.jobs import Job
 from procrastinate.retry import RetryDecision
 
-from pipeline import queue, rescue, transitions
+from pipeline import execution, nightly, queue, retention, transitions
 from pipeline.errors import RescheduleStage, StageError
 from pipeline.stages import email as email_stage
 from pipeline.stages import stage_function
@@ -50,7 +50,8 @@ def user_message(stage: str, exc: BaseException) -> str:
 
 def run_stage_job(context: JobContext, stage: str, run_id: int) -> None:
     """Begin, run and hand off one stage; shared by the four stage tasks."""
-    # Worker threads are reused across jobs: drop connections the database has closed.
+    # Worker threads are reused across jobs, and so are their connections (the worker sets
+    # CONN_MAX_AGE): drop one the database has closed; the health check runs on first use.
     close_old_connections()
     job = context.job
     attempt = None
@@ -58,12 +59,16 @@ def run_stage_job(context: JobContext, stage: str, run_id: int) -> None:
         attempt = transitions.begin_stage(run_id, stage, job_id=job.id, job_attempts=job.attempts)
         if attempt is None:
             return  # the run moved on (re-run after a crash, superseded): nothing to do
-        counts = stage_function(stage)(attempt.run)
+        with execution.executing(run_id, job.id):
+            counts = stage_function(stage)(attempt.run)
         # The hand-off is inside the try: if its transaction fails, nothing of it committed
         # (no next job, status unchanged) and the attempt is retried or failed like any error.
         transitions.complete_stage(attempt.pk, counts)
+    except execution.Superseded as exc:
+        logger.warning("stage %s of run %s stopped: %s", stage, run_id, exc)
     except RescheduleStage as exc:
         try:
+            close_old_connections()
             transitions.reschedule_stage(attempt.pk, exc.at, exc.reason)
         except Exception as reschedule_exc:
             logger.exception("could not reschedule stage %s of run %s", stage, run_id)
@@ -71,9 +76,14 @@ def run_stage_job(context: JobContext, stage: str, run_id: int) -> None:
             raise
     except Exception as exc:
         if isinstance(exc, StageError):
+            # Expected (a revoked token, GitHub down): one line, no traceback; procrastinate's
+            # own outcome line for it is filtered likewise (pipeline.logs).
             logger.warning("stage %s of run %s failed: %s", stage, run_id, exc.user_message)
         else:
             logger.exception("stage %s of run %s failed", stage, run_id)
+        # A failure that broke the connection (the database restarted) must not also lose
+        # the record of it: reconnect before recording.
+        close_old_connections()
         _record_failure(context, stage, run_id, attempt, exc)
         raise
     finally:
@@ -83,8 +93,9 @@ def run_stage_job(context: JobContext, stage: str, run_id: int) -> None:
 def _record_failure(context: JobContext, stage: str, run_id: int, attempt, exc: Exception) -> None:
     """Record a failed attempt: retrying (procrastinate runs the job again) or final (the
     pipeline fails with a user-facing message). If recording itself fails (the database went
-    away), the periodic rescuer fails the run once its job has ended: a status never claims
-    work that is not queued for longer than one rescue period."""
+    away), the rescue loop repairs it: a job that stays ``doing`` after its execution ended in
+    our history is superseded or ended (``rescue.repair_ended_executions``), and a run left
+    with no job is failed with a message."""
     job = context.job
     message = user_message(stage, exc)
     final = context.app.tasks[job.task_name].get_retry_exception(exc, job) is None
@@ -150,8 +161,47 @@ def send_email(context: JobContext, outbox_id: int) -> None:
         close_old_connections()
 
 
-# No lock= on the rescuer: a locked rescuer whose worker dies would stall itself for good.
-@app.periodic(cron=settings.PIPELINE_RESCUE_CRON)
-@app.task(name=queue.RESCUE_JOB.task_name, queue=queue.RESCUE_JOB.queue, pass_context=True)
-async def rescue_stalled_jobs(context: JobContext, timestamp: int) -> None:
-    await rescue.rescue()
+@app.periodic(cron=settings.DETECT_RESCORE_CRON)
+@app.task(name="pipeline.rescore_outdated_catalogue", queue=retention.QUEUE)
+def rescore_outdated_catalogue(timestamp: int) -> None:
+    """A team whose verdicts come from another catalogue version gets a rescore run."""
+    from pipeline import rescore
+
+    close_old_connections()
+    try:
+        rescore.rescore_outdated_teams()
+    finally:
+        close_old_connections()
+
+
+@app.periodic(cron=settings.PIPELINE_RETENTION_CRON)
+@app.task(name=retention.TASK_NAME, queue=retention.QUEUE)
+def delete_finished_jobs(timestamp: int) -> None:
+    """Retention: finished jobs older than PIPELINE_JOB_RETENTION_DAYS go (pipeline.retention)."""
+    close_old_connections()
+    try:
+        deleted = retention.delete_finished_jobs()
+        logger.info("retention: deleted %s finished jobs", deleted)
+    finally:
+        close_old_connections()
+
+
+# The nightly batch (pipeline.nightly): a tick at NIGHTLY_CRON begins it, one fan-out job at a
+# time starts the teams' nightly runs under the in-flight cap.
+@app.periodic(cron=settings.NIGHTLY_CRON)
+@app.task(name=nightly.TICK_TASK, queue=nightly.QUEUE)
+def nightly_tick(timestamp: int) -> None:
+    close_old_connections()
+    try:
+        nightly.start_batch(timestamp)
+    finally:
+        close_old_connections()
+
+
+@app.task(name=nightly.FAN_OUT_TASK, queue=nightly.QUEUE)
+def nightly_fan_out(batch_started: float) -> None:
+    close_old_connections()
+    try:
+        nightly.run_fan_out(batch_started)
+    finally:
+        close_old_connections()

@@ -13,21 +13,28 @@ from __future__ import annotations
 
 import datetime
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
-from django.db import IntegrityError, transaction
+from django.conf import settings
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from onboarding.models import Repository, Team
 from pipeline import notify, queue, signals
-from pipeline.errors import InvalidSelection, PipelineNotRetryable
-from pipeline.models import EmailOutbox, PipelineRun, StageAttempt
+from pipeline.errors import InvalidSelection, PipelineNotRetryable, PipelineNotRunning
+from pipeline.models import EmailOutbox, PipelineRun, RunKind, StageAttempt
 from pipeline.stages import email as email_stage
 from pipeline.status import STAGE_ORDER, PipelineStatus, next_status
 
 logger = logging.getLogger(__name__)
 
 WORKER_LOST_MESSAGE = "The worker running this step stopped before finishing; it was restarted."
+
+
+def job_priority(run: PipelineRun) -> int | None:
+    """Scheduled runs' jobs yield to onboarding's (procrastinate takes higher first); None keeps
+    the job spec's own priority."""
+    return None if run.kind == RunKind.ONBOARDING else settings.NIGHTLY_JOB_PRIORITY
 
 
 def _lock_team(team_id: int) -> Team:
@@ -191,7 +198,12 @@ def _lock_attempt(attempt_id: int) -> tuple[Team, PipelineRun, StageAttempt] | N
     team = _lock_team(team_id)
     run = PipelineRun.objects.get(pk=attempt.run_id)
     attempt.refresh_from_db()
-    if attempt.outcome != StageAttempt.Outcome.RUNNING or not _is_current(team, run, attempt.stage):
+    superseded = attempt.job_id is not None and run.current_job_id not in (None, attempt.job_id)
+    if (
+        attempt.outcome != StageAttempt.Outcome.RUNNING
+        or superseded
+        or not _is_current(team, run, attempt.stage)
+    ):
         logger.info("attempt %s is no longer current; hand-off skipped", attempt_id)
         return None
     return team, run, attempt
@@ -209,17 +221,21 @@ def complete_stage(attempt_id: int, counts: dict | None = None) -> str | None:
         new_status = next_status(attempt.stage)
         # The job goes in first: if anything after it fails, the whole hand-off rolls back with
         # it (tests/pipeline/test_worker.py injects exactly that fault).
-        if new_status == PipelineStatus.COMPLETE:
+        # Only onboarding tells the user by e-mail; nightly and re-score runs finish quietly.
+        if new_status == PipelineStatus.COMPLETE and run.kind == RunKind.ONBOARDING:
             outbox = EmailOutbox.objects.create(
                 run=run, team=team, recipients=email_stage.admin_recipients(team.pk)
             )
             outbox.job_id = queue.defer(queue.EMAIL_JOB, outbox_id=outbox.pk)
             outbox.save(update_fields=["job_id"])
+        if new_status == PipelineStatus.COMPLETE:
             run.state = PipelineRun.State.COMPLETE
             run.finished_at = now
             run.current_job_id = None
         else:
-            run.current_job_id = queue.defer_stage(new_status, run_id=run.pk)
+            run.current_job_id = queue.defer_stage(
+                new_status, run_id=run.pk, priority=job_priority(run)
+            )
         _finish_attempt(attempt, StageAttempt.Outcome.SUCCEEDED, now, counts=counts or {})
         run.stage = new_status
         run.save(update_fields=["stage", "state", "finished_at", "current_job_id"])
@@ -278,7 +294,9 @@ def reschedule_stage(attempt_id: int, at: datetime.datetime, reason: str) -> Non
         if locked is None:
             return
         team, run, attempt = locked
-        run.current_job_id = queue.defer_stage(attempt.stage, run_id=run.pk, schedule_at=at)
+        run.current_job_id = queue.defer_stage(
+            attempt.stage, run_id=run.pk, schedule_at=at, priority=job_priority(run)
+        )
         run.save(update_fields=["current_job_id"])
         _finish_attempt(attempt, StageAttempt.Outcome.RESCHEDULED, timezone.now(), error=reason)
         notify.publish(
@@ -327,6 +345,77 @@ def fail_stage(attempt_id: int, user_message: str) -> bool:
         return True
 
 
+def supersede_stage_job(
+    run_id: int,
+    job_id: int,
+    stage: str,
+    *,
+    still_stalled: Callable[[], bool],
+    worker_lost: bool,
+    give_up_message: str,
+    end_status: str = "failed",
+) -> str:
+    """End a stage job whose execution cannot finish by itself (its worker is dead, or it
+    ended in our history while procrastinate never recorded it) and, if it was carrying the
+    run's stage, defer a new job as the run's current one, in one transaction.
+
+    Superseding rather than re-queueing the same job id is what makes a late finish harmless:
+    procrastinate's finish of a job does not check which worker owns it, so a same-id re-queue
+    of a job whose first worker still runs (hung, partitioned, shutting down) would let that
+    worker mark the shared job succeeded under the second one. Here the old job is failed at
+    once, the old attempt is closed, and every later begin/complete/fail/retry of it is a no-op
+    (``_lock_attempt`` and ``begin_stage`` only accept the run's current job).
+
+    ``still_stalled`` re-checks the job under its row lock (after the team lock: the usual
+    order); the old job ends as ``end_status``. ``worker_lost`` closes the running attempt as
+    lost; after more than PIPELINE_STAGE_MAX_RETRIES lost attempts of the stage (a stage that
+    kills its worker every time, e.g. by running out of memory) the run fails with
+    ``give_up_message`` instead.
+    Returns "alive" (nothing done), "ended" (the job was not carrying the stage: ended only),
+    "superseded" or "given_up"."""
+    with transaction.atomic():
+        team_id = PipelineRun.objects.values_list("team_id", flat=True).get(pk=run_id)
+        team = _lock_team(team_id)
+        if not still_stalled():
+            return "alive"
+        queue.finish_job(job_id, end_status)
+        run = PipelineRun.objects.get(pk=run_id)
+        if not _is_current(team, run, stage) or run.current_job_id not in (None, job_id):
+            return "ended"
+        now = timezone.now()
+        if worker_lost:
+            for lost in run.attempts.filter(stage=stage, outcome=StageAttempt.Outcome.RUNNING):
+                _finish_attempt(lost, StageAttempt.Outcome.FAILED, now, error=WORKER_LOST_MESSAGE)
+            lost_count = run.attempts.filter(stage=stage, error=WORKER_LOST_MESSAGE).count()
+            if lost_count > settings.PIPELINE_STAGE_MAX_RETRIES:
+                _fail_run(team, run, give_up_message, now)
+                return "given_up"
+        run.current_job_id = queue.defer_stage(stage, run_id=run.pk)
+        run.save(update_fields=["current_job_id"])
+        notify.publish(team_id=team.pk, run_id=run.pk, status=stage, event="stage_rescued")
+        return "superseded"
+
+
+def _fail_run(team: Team, run: PipelineRun, user_message: str, now: datetime.datetime) -> None:
+    for attempt in run.attempts.filter(outcome=StageAttempt.Outcome.RUNNING):
+        _finish_attempt(attempt, StageAttempt.Outcome.FAILED, now, error=user_message)
+    run.state = PipelineRun.State.FAILED
+    run.error = user_message
+    run.finished_at = now
+    run.current_job_id = None
+    run.save(update_fields=["state", "error", "finished_at", "current_job_id"])
+    team.pipeline_status = PipelineStatus.FAILED
+    team.pipeline_error = user_message
+    team.save(update_fields=["pipeline_status", "pipeline_error"])
+    notify.publish(team_id=team.pk, run_id=run.pk, status=PipelineStatus.FAILED, event="failed")
+    stage = run.stage
+    transaction.on_commit(
+        lambda: signals.pipeline_failed.send(
+            sender=PipelineRun, team_id=team.pk, run_id=run.pk, stage=stage, error=user_message
+        )
+    )
+
+
 def fail_stranded_run(run_id: int, user_message: str) -> bool:
     """Fail a running run whose current stage has no live job left (its job was cancelled,
     failed without our code recording it, or was given up after killing workers again and
@@ -339,24 +428,7 @@ def fail_stranded_run(run_id: int, user_message: str) -> bool:
         # Checked under the team lock: a hand-off (which holds it too) cannot be half-way.
         if not _is_current(team, run, run.stage) or queue.live_stage_jobs(run.pk, run.stage):
             return False
-        now = timezone.now()
-        for attempt in run.attempts.filter(outcome=StageAttempt.Outcome.RUNNING):
-            _finish_attempt(attempt, StageAttempt.Outcome.FAILED, now, error=user_message)
-        run.state = PipelineRun.State.FAILED
-        run.error = user_message
-        run.finished_at = now
-        run.current_job_id = None
-        run.save(update_fields=["state", "error", "finished_at", "current_job_id"])
-        team.pipeline_status = PipelineStatus.FAILED
-        team.pipeline_error = user_message
-        team.save(update_fields=["pipeline_status", "pipeline_error"])
-        notify.publish(team_id=team.pk, run_id=run.pk, status=PipelineStatus.FAILED, event="failed")
-        stage = run.stage
-        transaction.on_commit(
-            lambda: signals.pipeline_failed.send(
-                sender=PipelineRun, team_id=team.pk, run_id=run.pk, stage=stage, error=user_message
-            )
-        )
+        _fail_run(team, run, user_message, timezone.now())
         return True
 
 
@@ -383,7 +455,7 @@ def retry_pipeline(team: Team, *, failed_job_id: int | None = None) -> PipelineR
                 )
         # Always a new job, even when staff resume from a failed one: re-queueing that job would
         # inherit its spent attempts counter, leaving the resumed stage no retries.
-        run.current_job_id = queue.defer_stage(run.stage, run_id=run.pk)
+        run.current_job_id = queue.defer_stage(run.stage, run_id=run.pk, priority=job_priority(run))
         run.state = PipelineRun.State.RUNNING
         run.error = ""
         run.finished_at = None
@@ -393,3 +465,186 @@ def retry_pipeline(team: Team, *, failed_job_id: int | None = None) -> PipelineR
         team.save(update_fields=["pipeline_status", "pipeline_error"])
         notify.publish(team_id=team.pk, run_id=run.pk, status=run.stage, event="retried")
         return run
+
+
+# --- Run kinds, cancel and restart ----------------------------------------------------------
+#
+# Every kind of run is the same state machine: a run row, the team's status, one live job for
+# the current stage. Kinds differ only in their first stage and in whether completion e-mails.
+
+FIRST_STAGE: dict[str, str] = {
+    RunKind.ONBOARDING: PipelineStatus.SYNCING,
+    RunKind.NIGHTLY: PipelineStatus.SYNCING,
+    RunKind.RESCORE: PipelineStatus.LLM_PROCESSING,
+}
+
+CANCELLED_MESSAGE = "Cancelled by staff: {reason}"
+RESTARTED_MESSAGE = "Stopped to restart the pipeline from the beginning."
+
+
+def _running_run(team: Team) -> PipelineRun | None:
+    return PipelineRun.objects.filter(team=team, state=PipelineRun.State.RUNNING).first()
+
+
+def _new_run(team: Team, kind: str, repository_ids: list[int], now: datetime.datetime):
+    """Create a running run of ``kind`` at its first stage, queue that stage's job and move the
+    team's status there. The caller holds the team lock and has checked nothing runs."""
+    stage = FIRST_STAGE[kind]
+    PipelineRun.objects.filter(team=team, state=PipelineRun.State.FAILED).update(
+        state=PipelineRun.State.SUPERSEDED
+    )
+    run = PipelineRun.objects.create(
+        team=team,
+        kind=kind,
+        stage=stage,
+        repository_ids=repository_ids,
+        started_at=now,
+        progress={"repositories_total": len(repository_ids), "repositories_done": 0},
+    )
+    run.current_job_id = queue.defer_stage(stage, run_id=run.pk, priority=job_priority(run))
+    run.save(update_fields=["current_job_id"])
+    team.pipeline_status = stage
+    team.pipeline_error = ""
+    team.pipeline_started_at = now
+    team.save(update_fields=["pipeline_status", "pipeline_error", "pipeline_started_at"])
+    notify.publish(team_id=team.pk, run_id=run.pk, status=stage, event="started")
+    return run
+
+
+def _onboarded(team: Team) -> bool:
+    return PipelineRun.objects.filter(
+        team=team, kind=RunKind.ONBOARDING, state=PipelineRun.State.COMPLETE
+    ).exists()
+
+
+def start_run(team: Team, kind: str, *, repository_ids: Iterable | None = None) -> PipelineRun:
+    """Start a run of ``kind``. Onboarding is ``start_pipeline`` (the user's selection).
+
+    Nightly and re-score runs need a team whose onboarding completed (PipelineNotRetryable
+    otherwise) and default to the team's selected repositories. Nightly starts at the sync
+    stage, re-score at detection; neither sends the completion e-mail. When another run of the
+    team is running, nothing starts: a ``skipped`` run of ``kind`` is recorded in the history
+    (its ``error`` names the running run) and returned, so callers see what happened and a
+    scheduled batch never collides with an onboarding or a staff-started run."""
+    if kind == RunKind.ONBOARDING:
+        return start_pipeline(team, repository_ids if repository_ids is not None else [])
+    if kind not in FIRST_STAGE:
+        raise ValueError(f"unknown run kind {kind!r}")
+    with transaction.atomic():
+        team = _lock_team(team.pk)
+        now = timezone.now()
+        running = _running_run(team)
+        if running is not None:
+            return record_skipped_run(
+                team,
+                kind,
+                f"Not started: {running.get_kind_display().lower()} run {running.pk} was running.",
+            )
+        if not _onboarded(team):
+            raise PipelineNotRetryable("The team has not completed onboarding yet.")
+        selected = Repository.objects.filter(team=team, selected=True).values_list("pk", flat=True)
+        ids = _parse_ids(repository_ids) if repository_ids is not None else sorted(selected)
+        if not ids:
+            raise InvalidSelection("The team has no selected repositories.")
+        return _new_run(team, kind, ids, now)
+
+
+def record_skipped_run(team: Team, kind: str, reason: str) -> PipelineRun:
+    """A run of ``kind`` that did not start, for the history: the team's status, runs and queue
+    are untouched (so this needs no team lock)."""
+    now = timezone.now()
+    return PipelineRun.objects.create(
+        team=team,
+        kind=kind,
+        state=PipelineRun.State.SKIPPED,
+        stage=FIRST_STAGE[kind],
+        repository_ids=[],
+        started_at=now,
+        finished_at=now,
+        error=reason,
+    )
+
+
+def _end_live_stage_jobs(run: PipelineRun) -> list[int]:
+    """Cancel the run's queued stage jobs and ask a running one to abort. Returns their ids.
+
+    A ``doing`` job cannot be stopped from here; it is flagged (procrastinate's
+    ``abort_requested``) and its attempt is finished by the caller, so when its stage body
+    returns, the hand-off finds the attempt no longer running and changes nothing."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT id FROM procrastinate_jobs WHERE task_name = ANY(%s)"
+            " AND (args ->> 'run_id')::bigint = %s AND status IN ('todo', 'doing')"
+            " ORDER BY id FOR UPDATE",
+            [list(queue.STAGE_BY_TASK_NAME), run.pk],
+        )
+        job_ids = [row[0] for row in cursor.fetchall()]
+    manager = queue.job_manager()
+    for job_id in job_ids:
+        manager.cancel_job_by_id(job_id, abort=True)
+    return job_ids
+
+
+def _end_running_run(
+    team: Team, run: PipelineRun, state: str, message: str, now: datetime.datetime
+) -> None:
+    """End ``run`` (running, team locked) as ``state``: its live jobs end with it and its
+    running attempts are finished as cancelled, all in the caller's transaction."""
+    _end_live_stage_jobs(run)
+    for attempt in run.attempts.filter(outcome=StageAttempt.Outcome.RUNNING):
+        _finish_attempt(attempt, StageAttempt.Outcome.CANCELLED, now, error=message)
+    run.state = state
+    run.error = message
+    run.finished_at = now
+    run.current_job_id = None
+    run.save(update_fields=["state", "error", "finished_at", "current_job_id"])
+
+
+def cancel_pipeline(team: Team, *, reason: str) -> PipelineRun:
+    """Cancel the team's running run: its live job and the run end in one transaction.
+
+    The team returns to ``complete`` when an earlier onboarding completed (its dashboard stays
+    as it was), otherwise to ``not_started`` (the user can select repositories and start
+    again). Raises PipelineNotRunning when nothing runs."""
+    reason = reason.strip()
+    if not reason:
+        raise ValueError("A reason is required to cancel a pipeline.")
+    with transaction.atomic():
+        team = _lock_team(team.pk)
+        run = _running_run(team)
+        if run is None:
+            raise PipelineNotRunning("The team has no running pipeline to cancel.")
+        now = timezone.now()
+        _end_running_run(
+            team, run, PipelineRun.State.CANCELLED, CANCELLED_MESSAGE.format(reason=reason), now
+        )
+        team.pipeline_status = (
+            PipelineStatus.COMPLETE if _onboarded(team) else PipelineStatus.NOT_STARTED
+        )
+        team.pipeline_error = ""
+        team.save(update_fields=["pipeline_status", "pipeline_error"])
+        notify.publish(
+            team_id=team.pk, run_id=run.pk, status=team.pipeline_status, event="cancelled"
+        )
+        return run
+
+
+def restart_pipeline(team: Team) -> PipelineRun:
+    """Start the team's latest run over from its first stage, as a new run of the same kind on
+    the same repositories. A running run is superseded (its live job ended) in the same
+    transaction; a failed one is superseded too. Raises PipelineNotRetryable when the team
+    never started a pipeline."""
+    with transaction.atomic():
+        team = _lock_team(team.pk)
+        latest = (
+            PipelineRun.objects.filter(team=team)
+            .exclude(state=PipelineRun.State.SKIPPED)
+            .order_by("-started_at", "-pk")
+            .first()
+        )
+        if latest is None:
+            raise PipelineNotRetryable("The team has never started a pipeline.")
+        now = timezone.now()
+        if latest.state == PipelineRun.State.RUNNING:
+            _end_running_run(team, latest, PipelineRun.State.SUPERSEDED, RESTARTED_MESSAGE, now)
+        return _new_run(team, latest.kind, list(latest.repository_ids), now)

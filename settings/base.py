@@ -168,6 +168,9 @@ OPENAI_API_KEY = os.environ.get("OPENAI_API_KEY", "")
 OPENAI_BASE_URL = os.environ.get("OPENAI_BASE_URL", "")
 LLM_MODEL = os.environ.get("LLM_MODEL", "gpt-4o-mini")
 LLM_ONBOARDING_LIMIT = int(os.environ.get("LLM_ONBOARDING_LIMIT", "100"))
+# Detection catalogue (pipeline/catalogue.toml): how often workers look for teams whose verdicts
+# were scored with another catalogue version, and re-score them (a "rescore" run, no re-sync).
+DETECT_RESCORE_CRON = os.environ.get("DETECT_RESCORE_CRON", "*/10 * * * *")
 LLM_CONCURRENCY = int(os.environ.get("LLM_CONCURRENCY", "8"))
 LLM_TIMEOUT_SECONDS = float(os.environ.get("LLM_TIMEOUT_SECONDS", "30"))
 LLM_CONFIDENCE_THRESHOLD = float(os.environ.get("LLM_CONFIDENCE_THRESHOLD", "0.7"))
@@ -207,7 +210,16 @@ LOGGING = {
     "formatters": {
         "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
     },
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    # Expected stage failures (StageError) log one WARNING line from pipeline.tasks; the filter
+    # drops procrastinate's traceback-carrying outcome line for them.
+    "filters": {"expected_stage_errors": {"()": "pipeline.logs.DropExpectedStageErrors"}},
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "plain",
+            "filters": ["expected_stage_errors"],
+        }
+    },
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
     "loggers": {
         "procrastinate": {"level": os.environ.get("PROCRASTINATE_LOG_LEVEL", "WARNING")},
@@ -226,5 +238,40 @@ PIPELINE_STAGE_OVERRIDES = dict(
 # Retries of a failing stage after its first attempt; base of the exponential wait (s).
 PIPELINE_STAGE_MAX_RETRIES = int(os.environ.get("PIPELINE_STAGE_MAX_RETRIES", "3"))
 PIPELINE_RETRY_BASE_SECONDS = int(os.environ.get("PIPELINE_RETRY_BASE_SECONDS", "5"))
-# How often the rescuer looks for jobs of dead workers (cron with a 6th field for seconds).
-PIPELINE_RESCUE_CRON = os.environ.get("PIPELINE_RESCUE_CRON", "*/15 * * * * *")
+
+# --- Engine: workers, liveness and rescue (engine; see pipeline/liveness.py, rescue.py) -----
+# Every `manage.py worker` runs the rescuer in its own loop, this often (no cron, no job row).
+PIPELINE_RESCUE_INTERVAL_SECONDS = float(os.environ.get("PIPELINE_RESCUE_INTERVAL_SECONDS", "1"))
+# A worker whose liveness lock has been missing this long (and which took it after the server
+# last started) is dead; the grace lets a terminated lock connection reconnect first.
+PIPELINE_LIVENESS_GRACE_SECONDS = float(os.environ.get("PIPELINE_LIVENESS_GRACE_SECONDS", "2"))
+# On SIGTERM, running stages hand back at their next page; a stage that has not after this many
+# seconds (+5) is abandoned by exiting, and rescued. Keep it below PIPELINE_STALLED_AFTER_SECONDS.
+WORKER_SHUTDOWN_GRACEFUL_TIMEOUT = float(os.environ.get("WORKER_SHUTDOWN_GRACEFUL_TIMEOUT", "10"))
+# Job threads keep their database connection this long (health-checked before reuse).
+WORKER_CONN_MAX_AGE = int(os.environ.get("WORKER_CONN_MAX_AGE", "300"))
+WORKER_CONCURRENCY = int(os.environ.get("WORKER_CONCURRENCY", "4"))
+
+# --- Runtime: retention (runtime) ----------------------------------------------------------
+# Finished procrastinate jobs (and their events) older than this are deleted periodically; the
+# pipeline's history lives in our own tables (pipeline.retention).
+PIPELINE_JOB_RETENTION_DAYS = float(os.environ.get("PIPELINE_JOB_RETENTION_DAYS", "7"))
+# When the deletion runs. Five fields: minute 17 of every hour. (A sixth field would be SECONDS,
+# last, in procrastinate: "*/15 * * * * *" means every second of minutes 0, 15, 30 and 45.)
+PIPELINE_RETENTION_CRON = os.environ.get("PIPELINE_RETENTION_CRON", "17 * * * *")
+
+# --- Nightly batch (ops) ---------------------------------------------------------------------
+# When the batch starts. Five fields, minutes first: "0 2 * * *" is 02:00 UTC every day. (A
+# sixth field would be SECONDS, last, in procrastinate's crons.)
+NIGHTLY_CRON = os.environ.get("NIGHTLY_CRON", "0 2 * * *")
+# Nightly runs in flight at once, whatever the number of teams: the queue never holds more than
+# this many nightly stage jobs, and the workers always keep slots for onboarding (the sync
+# worker runs 4 jobs at once by default). Raise it with more worker processes.
+NIGHTLY_MAX_IN_FLIGHT = int(os.environ.get("NIGHTLY_MAX_IN_FLIGHT", "2"))
+# Seconds between two fan-out steps while teams are still waiting for their nightly run.
+NIGHTLY_FAN_OUT_SECONDS = float(os.environ.get("NIGHTLY_FAN_OUT_SECONDS", "1"))
+# procrastinate takes higher priorities first: onboarding's jobs (0) go before nightly ones.
+NIGHTLY_JOB_PRIORITY = int(os.environ.get("NIGHTLY_JOB_PRIORITY", "-10"))
+# PRs a nightly run may send to the LLM (new or changed PRs only; onboarding's cap is
+# LLM_ONBOARDING_LIMIT).
+LLM_NIGHTLY_LIMIT = int(os.environ.get("LLM_NIGHTLY_LIMIT", "500"))

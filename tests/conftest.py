@@ -98,11 +98,15 @@ class WorkerProcess:
         self.process.send_signal(signal.SIGKILL)
         self.process.wait(timeout=10)
 
+    def terminate(self) -> None:
+        """SIGTERM, without waiting: the worker hands its stages back and exits."""
+        self.process.send_signal(signal.SIGTERM)
+
     def stop(self) -> None:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:
-                self.process.wait(timeout=15)
+                self.process.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(timeout=10)
@@ -113,7 +117,8 @@ class WorkerProcess:
 
 @pytest.fixture
 def start_worker(transactional_db, tmp_path) -> Iterator[Callable[..., WorkerProcess]]:
-    """Start real ``manage.py procrastinate worker`` processes on the test database.
+    """Start real ``manage.py worker`` processes on the test database, with the shipped
+    worker, liveness and rescue settings.
 
     ``env`` adds environment variables (stage overrides, retry settings, ...)."""
     workers: list[WorkerProcess] = []
@@ -124,13 +129,11 @@ def start_worker(transactional_db, tmp_path) -> Iterator[Callable[..., WorkerPro
             "DJANGO_SETTINGS_MODULE": "settings.test",
             "DATABASE_URL": test_database_url(),
             "PYTHONUNBUFFERED": "1",
-            "WORKER_POLLING_INTERVAL": "0.2",
-            "WORKER_HEARTBEAT_INTERVAL": "1",
             "PIPELINE_RETRY_BASE_SECONDS": "0",
             **(env or {}),
         }
         log_path = tmp_path / f"worker-{len(workers)}.log"
-        args = [sys.executable, "manage.py", "procrastinate", "worker", "--concurrency", "4"]
+        args = [sys.executable, "manage.py", "worker", "--concurrency", "4"]
         if queues:
             args += ["--queues", queues]
         process = subprocess.Popen(
@@ -151,5 +154,5 @@ def start_worker(transactional_db, tmp_path) -> Iterator[Callable[..., WorkerPro
         # Worker processes wrote these outside the test's reach; flush does not know them.
         cursor.execute(
             "TRUNCATE procrastinate_events, procrastinate_jobs, procrastinate_periodic_defers,"
-            " procrastinate_workers RESTART IDENTITY CASCADE"
+            " procrastinate_workers, pipeline_workerliveness RESTART IDENTITY CASCADE"
         )

@@ -190,8 +190,12 @@ def build_dataset(
     seed: int = DEFAULT_SEED,
     pr_count: int = DEFAULT_PR_COUNT,
     days: int = DEFAULT_DAYS,
+    extra_repositories: int = 0,
 ) -> Dataset:
-    """Generate the demo organisation with ``pr_count`` PRs created in the last ``days`` days."""
+    """Generate the demo organisation with ``pr_count`` PRs created in the last ``days`` days.
+
+    ``extra_repositories`` adds that many more organisation repositories without pull requests
+    (``archive-0001``, ...): a large organisation for the repository picker."""
     now = now or default_now()
     if now.tzinfo is None:
         now = now.replace(tzinfo=UTC)  # a naive anchor is taken as UTC, like GitHub's times
@@ -271,6 +275,21 @@ def build_dataset(
         dataset.pulls_by_updated[name] = sorted(
             pulls, key=lambda p: (p.updated_at, p.number), reverse=True
         )
+    for i in range(extra_repositories):
+        database_id = 800_000 + i
+        repo = Repository(
+            f"archive-{i + 1:04d}",
+            cast.ORG_LOGIN,
+            "An older service, kept for reference",
+            "Go",
+            database_id,
+            node_id("R", database_id),
+            now - timedelta(days=2000 - i % 1000),
+        )
+        repo.pushed_at = repo.created_at
+        repositories.append(repo)
+        dataset.pulls_by_number[repo.name] = {}
+        dataset.pulls_by_updated[repo.name] = []
     for account in [*people.values(), *bots.values(), org]:
         dataset.by_node_id[account.node_id] = account
     for repo in repositories + personal:

@@ -19,7 +19,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from onboarding import crypto, github
 from onboarding.forms import PersonalTokenForm
-from onboarding.http import AuthenticatedHttpRequest, team_of
+from onboarding.http import AuthenticatedHttpRequest, admin_team_of
 from onboarding.models import GitHubConnection, Team
 
 logger = logging.getLogger(__name__)
@@ -42,7 +42,7 @@ def _demo_available() -> bool:
 def _render_connect(
     request: AuthenticatedHttpRequest, form: PersonalTokenForm | None = None, status: int = 200
 ) -> HttpResponse:
-    team = team_of(request)
+    team = admin_team_of(request)
     connection = GitHubConnection.objects.filter(team=team).first()
     context = {
         "team": team,
@@ -74,13 +74,14 @@ def _save_connection(team: Team, *, kind: str, token: str, api_url: str) -> GitH
 @login_required
 @require_GET
 def connect_github(request: AuthenticatedHttpRequest) -> HttpResponse:
+    admin_team_of(request)
     return _render_connect(request)
 
 
 @login_required
 @require_POST
 def connect_token(request: AuthenticatedHttpRequest) -> HttpResponse:
-    team = team_of(request)
+    team = admin_team_of(request)
     form = PersonalTokenForm(request.POST)
     if not form.is_valid():
         return _render_connect(request, form, status=400)
@@ -100,7 +101,7 @@ def connect_token(request: AuthenticatedHttpRequest) -> HttpResponse:
 @login_required
 @require_POST
 def connect_demo(request: AuthenticatedHttpRequest) -> HttpResponse:
-    team = team_of(request)
+    team = admin_team_of(request)
     if not _demo_available():
         messages.error(request, "The demo organisation is not running on this server.")
         return redirect("connect_github")
@@ -122,7 +123,7 @@ def connect_demo(request: AuthenticatedHttpRequest) -> HttpResponse:
 def oauth_start(request: AuthenticatedHttpRequest) -> HttpResponse:
     """Send the user to GitHub's authorize page with a one-time ``state`` kept in the session
     (https://docs.github.com/en/apps/oauth-apps/building-oauth-apps/authorizing-oauth-apps)."""
-    team_of(request)
+    admin_team_of(request)
     if not _oauth_configured():
         messages.error(request, "Signing in with GitHub is not configured on this server.")
         return redirect("connect_github")
@@ -186,7 +187,7 @@ def exchange_code(code: str, redirect_uri: str) -> str:
 @login_required
 @require_GET
 def oauth_callback(request: AuthenticatedHttpRequest) -> HttpResponse:
-    team = team_of(request)
+    team = admin_team_of(request)
     # One use only: a replayed callback finds no state and is refused.
     expected_state = request.session.pop(OAUTH_STATE_SESSION_KEY, None)
     received_state = request.GET.get("state", "")

@@ -1,40 +1,67 @@
 """Repository selection: the page renders at once; the list arrives through htmx from GitHub;
-submitting starts the pipeline."""
+submitting starts the pipeline. Admins only (onboarding.http).
+
+Large organisations (thousands of repositories):
+- The form posts the ticked ids as one comma-separated field (``repository_ids``, written by
+  the page's script on submit; the checkboxes themselves are not posted), so "Select all" over
+  2,000 repositories is one field, far below ``DATA_UPLOAD_MAX_NUMBER_FIELDS``. Plain
+  ``repository`` fields are still read when the script did not run.
+- The listing is fetched from GitHub (every page) at most once per ``LISTING_CACHE_SECONDS``
+  per connection: the ids of what GitHub listed are cached (Django's cache), the rows are the
+  team's stored repositories. A new token (``connected_at`` changes) or the Refresh button
+  fetches again. A refused submit re-renders from the cache, not from GitHub.
+- Filter, select-all and the count run in the browser over the rendered checkboxes.
+"""
 
 from __future__ import annotations
 
 import logging
 
 from django.contrib.auth.decorators import login_required
+from django.core.cache import cache
 from django.http import HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods
 
 from onboarding import crypto, github
-from onboarding.http import AuthenticatedHttpRequest, team_of
-from onboarding.models import GitHubConnection
+from onboarding.http import AuthenticatedHttpRequest, admin_team_of
+from onboarding.models import GitHubConnection, Repository
 from pipeline.errors import InvalidSelection
 from pipeline.status import RUNNING_STATUSES
 from pipeline.transitions import start_pipeline
 
 logger = logging.getLogger(__name__)
 
+LISTING_CACHE_SECONDS = 300
+
 
 def _int_ids(values: list[str]) -> list[int]:
-    return [int(value) for value in values if value.isdigit()]
+    return [int(value) for value in values if value.strip().isdigit()]
+
+
+def submitted_ids(request: AuthenticatedHttpRequest) -> list[str]:
+    """The ticked repository ids: the compact field, else the checkboxes (no script)."""
+    compact = request.POST.get("repository_ids")
+    if compact is not None:
+        return [value.strip() for value in compact.split(",") if value.strip()]
+    return request.POST.getlist("repository")
+
+
+def _listing_key(connection: GitHubConnection) -> str:
+    return f"repository-listing:{connection.pk}:{connection.connected_at.timestamp()}"
 
 
 @login_required
 @require_http_methods(["GET", "POST"])
 def select_repositories(request: AuthenticatedHttpRequest) -> HttpResponse:
-    team = team_of(request)
+    team = admin_team_of(request)
     connection = GitHubConnection.objects.filter(team=team).first()
     if connection is None:
         return redirect("connect_github")
     error = ""
     submitted: list[str] = []
     if request.method == "POST":
-        submitted = request.POST.getlist("repository")
+        submitted = submitted_ids(request)
         try:
             start_pipeline(team, submitted)
         except InvalidSelection as invalid:
@@ -56,29 +83,44 @@ def select_repositories(request: AuthenticatedHttpRequest) -> HttpResponse:
     )
 
 
+def _listed_repositories(connection: GitHubConnection, *, refresh: bool) -> list[Repository]:
+    """What GitHub lists for the connection, from the cache when it is fresh."""
+    key = _listing_key(connection)
+    ids = None if refresh else cache.get(key)
+    if ids is not None:
+        return list(Repository.objects.filter(team_id=connection.team_id, pk__in=ids))
+    infos = github.list_repositories(connection)
+    # Only what GitHub lists now: a repository the token lost access to is not offered.
+    repositories = github.save_repositories(connection.team, infos)
+    cache.set(key, [repository.pk for repository in repositories], LISTING_CACHE_SECONDS)
+    return repositories
+
+
 @login_required
 @require_GET
 def repository_list(request: AuthenticatedHttpRequest) -> HttpResponse:
-    """The htmx partial: fetch the repositories the connection can see, store them, render the
-    checklist. A failure renders the reason and a Retry button (status 200 so htmx swaps it in)."""
-    team = team_of(request)
+    """The htmx partial: the repositories the connection can see (cached for a few minutes,
+    ``?refresh=1`` fetches again), as a checklist. A failure renders the reason and a Retry
+    button (status 200 so htmx swaps it in)."""
+    team = admin_team_of(request)
     connection = GitHubConnection.objects.filter(team=team).first()
     context: dict = {"connection": connection, "error": "", "repositories": []}
     if connection is None:
         context["error"] = "Connect GitHub first."
         return render(request, "onboarding/_repository_list.html", context)
     try:
-        infos = github.list_repositories(connection)
-        # Only what GitHub lists now: a repository the token lost access to is not offered.
-        repositories = github.save_repositories(team, infos)
+        repositories = _listed_repositories(connection, refresh=request.GET.get("refresh") == "1")
     except github.GitHubError as failure:
         context["error"] = failure.user_message
+        context["reconnect"] = failure.kind == github.GitHubError.AUTH
         return render(request, "onboarding/_repository_list.html", context)
     except crypto.TokenUnreadable:
-        context["error"] = "GitHub connection is broken: reconnect GitHub."
+        context["error"] = github.BROKEN_CONNECTION_MESSAGE
+        context["reconnect"] = True
         return render(request, "onboarding/_repository_list.html", context)
     repositories.sort(key=lambda repository: repository.full_name.lower())
-    wanted = set(_int_ids(request.GET.getlist("selected")))
+    wanted = set(_int_ids(request.GET.get("selected", "").split(",")))
+    wanted |= set(_int_ids(request.GET.getlist("selected")))
     for repository in repositories:
         # Ticks the user made before a refused submit win over the stored selection.
         repository.checked = repository.pk in wanted if wanted else repository.selected

@@ -1,9 +1,10 @@
 """The llm_processing stage: which PRs were AI-assisted, and why.
 
 1. Signatures for every PR of the run's repositories (fast, always on), upserted in batches.
-2. The LLM for the most recent PRs the signatures did not settle (``LLM_ONBOARDING_LIMIT``),
+2. The LLM for up to ``LLM_ONBOARDING_LIMIT`` PRs the signatures did not settle: first those
+   whose text talks about AI without a clear disclosure (ambiguous prose), then the most recent;
    skipping those whose (content hash, prompt version) already has an answer, so a retried
-   stage does not pay twice.
+   stage does not pay twice. The batch is chosen after every PR's signatures are known.
 
 Final verdict: a signature hit of authorship wins; otherwise the LLM's verdict when its
 confidence reaches ``LLM_CONFIDENCE_THRESHOLD``; otherwise not assisted. An AI *review*
@@ -22,7 +23,7 @@ from dataclasses import dataclass, field
 
 from django.conf import settings
 from django.db import connection
-from django.db.models import Prefetch
+from django.db.models import Prefetch, Q
 from django.utils import timezone
 
 from onboarding.models import Repository
@@ -33,6 +34,7 @@ from pipeline.models import (
     PullRequest,
     PullRequestCommit,
     PullRequestReview,
+    RunKind,
 )
 from pipeline.progress import report
 from pipeline.signatures import (
@@ -40,6 +42,7 @@ from pipeline.signatures import (
     CATALOGUE_VERSION,
     PRText,
     detect,
+    needs_llm,
     pr_text_from_model,
     settles,
 )
@@ -112,6 +115,7 @@ class LLMTally:
     completion_tokens: int = 0
     earlier_attempts_tokens: int = 0
     last_error: str = ""
+    prioritised: int = 0  # candidates chosen first because their text talks about AI
 
     def as_json(self) -> dict:
         if not self.configured:
@@ -133,6 +137,7 @@ class LLMTally:
             "model": self.model,
             "prompt_version": llm.PROMPT_VERSION,
             "candidates": self.candidates,
+            "prioritised": self.prioritised,
             "cached": self.cached,
             "sent": self.sent,
             "classified": self.classified,
@@ -147,11 +152,22 @@ class LLMTally:
         }
 
 
+def llm_limit(run: PipelineRun) -> int:
+    """PRs one run may send to the LLM: scheduled runs have their own (larger) cap."""
+    if run.kind == RunKind.ONBOARDING:
+        return settings.LLM_ONBOARDING_LIMIT
+    return settings.LLM_NIGHTLY_LIMIT
+
+
 def run(run: PipelineRun) -> dict:
     repository_ids = run.repository_ids or list(
         Repository.objects.filter(team_id=run.team_id, selected=True).values_list("pk", flat=True)
     )
     prs = PullRequest.objects.filter(team_id=run.team_id, repository_id__in=repository_ids)
+    if run.kind == RunKind.NIGHTLY:
+        # Only what this run's sync wrote (new or changed PRs), and any PR still without a
+        # verdict; a re-score run looks at everything again.
+        prs = prs.filter(Q(synced_at__gte=run.started_at) | Q(ai_verdict__isnull=True))
     ordered_ids = list(prs.order_by("-created_at", "-pk").values_list("pk", flat=True))
     total = len(ordered_ids)
     config = llm.LLMSettings.from_django()
@@ -160,9 +176,12 @@ def run(run: PipelineRun) -> dict:
     report(run, prs_to_analyse=total, prs_analysed=0)
 
     signature_assisted = 0
+    # The LLM's batch (capped): PRs whose text talks about AI but that no signature settled
+    # come first, then the most recent unsettled ones; newest first within each group.
+    limit = llm_limit(run) if step is not None else 0
+    hinted: list[tuple[int, PRText]] = []
+    plain: list[tuple[int, PRText]] = []
     try:
-        # Signatures, newest first: the first LLM_ONBOARDING_LIMIT unsettled PRs are the LLM's,
-        # and its calls start as soon as they are known, while the older batches are matched.
         for start in range(0, total, BATCH_SIZE):
             chunk = ordered_ids[start : start + BATCH_SIZE]
             rows, unsettled = _signature_verdicts(run, chunk, use_llm=step is not None)
@@ -173,16 +192,17 @@ def run(run: PipelineRun) -> dict:
                 update_fields=SIGNATURE_FIELDS + FINAL_FIELDS,
             )
             signature_assisted += sum(1 for r in rows if r.source == AIVerdict.Source.SIGNATURE)
-            done = min(start + BATCH_SIZE, total)
+            for pk, text in unsettled:
+                group = hinted if needs_llm(text) else plain
+                if len(group) < limit:
+                    group.append((pk, text))
             if step is None:
-                report(run, prs_analysed=done)
-                continue
-            step.add(unsettled)
-            step.settled = done - len(step.candidates)
-            if step.full() or done == total:
-                step.start()
-            step.write(step.job.ready() if step.job else [], force=True)
+                report(run, prs_analysed=min(start + BATCH_SIZE, total))
         if step is not None:
+            candidates = (hinted + plain)[:limit]
+            tally.prioritised = len(hinted[:limit])
+            step.add(candidates)
+            step.settled = total - len(step.candidates)
             step.start()
             step.finish()
     finally:
@@ -202,6 +222,7 @@ def run(run: PipelineRun) -> dict:
         "llm_sent": tally.sent,
         "llm_cached": tally.cached,
         "llm_failed": sum(tally.failed.values()),
+        "catalogue_version": CATALOGUE_VERSION,
     }
 
 
@@ -266,7 +287,7 @@ class LLMStep:
         self.run = run
         self.config = config
         self.tally = tally
-        self.limit = settings.LLM_ONBOARDING_LIMIT
+        self.limit = llm_limit(run)
         self.candidates: list[tuple[int, PRText]] = []
         self.settled = 0  # PRs done without the LLM (for the progress count)
         self.finished = 0  # candidates answered, cached or fallen back
@@ -281,9 +302,6 @@ class LLMStep:
     def add(self, unsettled: list[tuple[int, PRText]]) -> None:
         if not self.started:
             self.candidates.extend(unsettled[: max(0, self.limit - len(self.candidates))])
-
-    def full(self) -> bool:
-        return len(self.candidates) >= self.limit
 
     def start(self) -> None:
         if self.started:

@@ -16,9 +16,10 @@ from django.db import transaction
 from django.template.loader import render_to_string
 from django.utils import timezone
 
-from onboarding.models import Membership, Repository
+from onboarding.models import Membership
 from pipeline import queue
-from pipeline.models import AIVerdict, EmailOutbox, Insight, PipelineRun, PullRequest
+from pipeline.models import EmailOutbox, Insight, PipelineRun
+from pipeline.scope import AI_SHARE_LABEL, Scope
 
 logger = logging.getLogger(__name__)
 
@@ -27,25 +28,24 @@ MORE_INSIGHTS = 3
 
 
 def email_context(run: PipelineRun) -> dict:
-    """The numbers the e-mail states, all for the run's own repositories and insights."""
-    repository_ids = [int(pk) for pk in run.repository_ids]
-    repositories = list(
-        Repository.objects.filter(team_id=run.team_id, pk__in=repository_ids)
-        .order_by("full_name")
-        .values_list("full_name", flat=True)
-    )
-    prs = PullRequest.objects.filter(team_id=run.team_id, repository_id__in=repository_ids)
-    prs_analysed = prs.count()
-    ai_prs = AIVerdict.objects.filter(pull_request__in=prs, is_ai_assisted=True).count()
+    """The numbers the e-mail states: the run's scope (``pipeline.scope``), counted exactly as
+    the dashboard counts them (the e-mail is written for the run that just completed, which is
+    the one the dashboard then shows)."""
+    scope = Scope.of_run(run)
+    totals = scope.totals()
     insights = list(Insight.objects.filter(run=run).order_by("position", "id")[: 1 + MORE_INSIGHTS])
     return {
         "team": run.team,
         "run": run,
-        "repositories": repositories,
-        "prs_analysed": prs_analysed,
-        "ai_prs": ai_prs,
-        # A whole percentage, or None when nothing was analysed (the template says so).
-        "ai_share_percent": round(100 * ai_prs / prs_analysed) if prs_analysed else None,
+        "repositories": scope.repository_names(),
+        "window_start": scope.start,
+        "window_end": scope.end,
+        "prs_analysed": totals.prs,
+        "prs_merged": totals.merged,
+        "ai_prs": totals.ai_merged,
+        "ai_share_label": AI_SHARE_LABEL,
+        # A whole percentage, or None when nothing was merged (the template says so).
+        "ai_share_percent": totals.ai_share_percent,
         "top_insight": insights[0] if insights else None,
         "more_insights": insights[1:],
         "site_url": settings.SITE_URL,

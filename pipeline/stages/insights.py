@@ -2,10 +2,11 @@
 in PostgreSQL (one row each, never the PRs themselves), runs the rules of
 ``pipeline.insight_rules`` and stores their insights for the run.
 
-The facts cover the same PRs as the metrics stage: the run's repositories. Like the weekly rows,
-the insights describe the team's latest run: computing them replaces the team's previous
-insights (of this run or an earlier one) in one transaction, so readers never see half a set
-or two runs' insights side by side. Each insight keeps its run for reference.
+The facts cover the same PRs as the metrics stage: the run's scope (``pipeline.scope``: its
+repositories, PRs opened or merged in its window; merged means merged in the window). Like the
+weekly rows, the insights describe the team's latest run: computing them replaces the team's
+previous insights (of this run or an earlier one) in one transaction, so readers never see half
+a set or two runs' insights side by side. Each insight keeps its run for reference.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import datetime
 from django.db import connection, transaction
 from django.db.models import Sum
 
-from pipeline import insight_rules
+from pipeline import insight_rules, scope
 from pipeline.insight_rules import PERIOD_WEEKS, TeamFacts
 from pipeline.models import Insight, PipelineRun, WeeklyMetric
 
@@ -25,15 +26,18 @@ from pipeline.models import Insight, PipelineRun, WeeklyMetric
 FACTS_SQL = """
 WITH pr AS (
     SELECT
-        p.merged_at,
-        p.first_review_at,
+        CASE WHEN p.merged_at >= %(window_start)s THEN p.merged_at END AS merged_at,
+        CASE WHEN p.first_review_at >= %(window_start)s THEN p.first_review_at END
+            AS first_review_at,
         p.additions + p.deletions AS size,
         COALESCE(v.is_ai_assisted, FALSE) AS ai,
-        EXTRACT(EPOCH FROM p.merged_at - p.created_at) / 3600.0 AS cycle_hours,
+        CASE WHEN p.merged_at >= %(window_start)s
+            THEN EXTRACT(EPOCH FROM p.merged_at - p.created_at) / 3600.0 END AS cycle_hours,
         EXTRACT(EPOCH FROM p.first_review_at - p.created_at) / 3600.0 AS wait_hours
     FROM pipeline_pullrequest p
     LEFT JOIN pipeline_aiverdict v ON v.pull_request_id = p.id
     WHERE p.team_id = %(team_id)s AND p.repository_id = ANY(%(repository_ids)s)
+        AND (p.created_at >= %(window_start)s OR p.merged_at >= %(window_start)s)
 )
 SELECT
     count(*),
@@ -60,6 +64,7 @@ FROM pipeline_aiverdict v
 JOIN pipeline_pullrequest p ON p.id = v.pull_request_id
 CROSS JOIN LATERAL jsonb_array_elements_text(v.tools) AS tool
 WHERE p.team_id = %(team_id)s AND p.repository_id = ANY(%(repository_ids)s) AND v.is_ai_assisted
+    AND (p.created_at >= %(window_start)s OR p.merged_at >= %(window_start)s)
 GROUP BY tool
 ORDER BY prs DESC, tool
 LIMIT 5
@@ -70,6 +75,7 @@ SELECT count(*)
 FROM pipeline_aiverdict v
 JOIN pipeline_pullrequest p ON p.id = v.pull_request_id
 WHERE p.team_id = %(team_id)s AND p.repository_id = ANY(%(repository_ids)s) AND v.is_ai_assisted
+    AND (p.created_at >= %(window_start)s OR p.merged_at >= %(window_start)s)
 """
 
 
@@ -77,7 +83,9 @@ def _midnight(day: datetime.date) -> datetime.datetime:
     return datetime.datetime(day.year, day.month, day.day, tzinfo=datetime.UTC)
 
 
-def gather_facts(team_id: int, repository_ids: list[int]) -> TeamFacts:
+def gather_facts(
+    team_id: int, repository_ids: list[int], window_start: datetime.datetime | None = None
+) -> TeamFacts:
     """The team's facts: sums of the weekly rows written by the metrics stage, and one-row
     aggregates for what weekly medians cannot be combined into (medians over many weeks)."""
     weeks = WeeklyMetric.objects.filter(team_id=team_id, member_login="")
@@ -101,6 +109,7 @@ def gather_facts(team_id: int, repository_ids: list[int]) -> TeamFacts:
             period.merged, period.ai_merged = sums["merged"] or 0, sums["ai"] or 0
 
     params = {
+        "window_start": window_start or _midnight(datetime.date(1970, 1, 5)),
         "team_id": team_id,
         "repository_ids": list(repository_ids),
         "recent": recent_start,
@@ -130,7 +139,9 @@ def gather_facts(team_id: int, repository_ids: list[int]) -> TeamFacts:
 
 
 def run(run: PipelineRun) -> dict:
-    facts = gather_facts(run.team_id, [int(pk) for pk in run.repository_ids])
+    facts = gather_facts(
+        run.team_id, [int(pk) for pk in run.repository_ids], scope.window_start(run)
+    )
     drafts = insight_rules.build_insights(facts)
     with transaction.atomic():
         Insight.objects.filter(team_id=run.team_id).delete()

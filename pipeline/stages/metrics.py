@@ -6,15 +6,20 @@ Decisions (the dashboard and the insights read these rows):
   every repository the team ever synced: the numbers describe what the user asked about. Rows of
   the team that the selection no longer produces are deleted in the same transaction, so the
   table always describes exactly the latest run's selection.
+- The window is the run's (``pipeline.scope``): events before ``window_start(run)`` are not
+  counted, and the team rows start at the window's first week, so an old PR merged lately does
+  not pull the charts' start back to the week it was opened. The PRs counted are those
+  ``Scope.pull_requests()`` returns (opened or merged in the window), so the dashboard's totals
+  equal the sums of these rows.
 - Weeks are ISO weeks (Monday 00:00 UTC). An event counts in the week it happened: a PR counts as
   opened in the week of ``created_at``; merged, cycle time, size, review rounds, reverts and the
   AI share in the week of ``merged_at`` (a merged PR's size and rounds are final); time to first
   review in the week of ``first_review_at`` (a wait is measured when it ends, so a PR still
   waiting cannot shorten this week's median).
-- Team rows (``member_login = ''``) are dense: every week from the first week with an event to
-  the last has a row, with zero counts and empty medians where nothing happened, so charts and
-  trends see quiet weeks instead of skipping them. Member rows exist only for weeks in which the
-  member did something.
+- Team rows (``member_login = ''``) are dense: every week from the window's first week to the
+  last week with an event has a row, with zero counts and empty medians where nothing
+  happened, so charts and trends see quiet weeks instead of skipping them. Member rows exist
+  only for weeks in which the member did something.
 - Bots (``author_is_bot``) and PRs without an author (deleted accounts) count in the team rows
   (a Copilot agent PR is delivered work) but get no member rows: members are people.
 - A PR is AI-assisted when its verdict says so; a PR without a verdict counts as not assisted.
@@ -26,9 +31,11 @@ into Python, so memory does not grow with the number of PRs.
 
 from __future__ import annotations
 
+import datetime
+
 from django.db import connection, transaction
 
-from pipeline import progress
+from pipeline import progress, scope
 from pipeline.models import PipelineRun
 
 # The aggregated columns, in the order the SELECT below produces them.
@@ -64,12 +71,17 @@ WITH pr AS (
         COALESCE(v.is_ai_assisted, FALSE) AS ai,
         EXTRACT(EPOCH FROM p.merged_at - p.created_at) / 3600.0 AS cycle_hours,
         EXTRACT(EPOCH FROM p.first_review_at - p.created_at) / 3600.0 AS review_wait_hours,
-        date_trunc('week', p.created_at AT TIME ZONE 'UTC')::date AS opened_week,
-        date_trunc('week', p.merged_at AT TIME ZONE 'UTC')::date AS merged_week,
-        date_trunc('week', p.first_review_at AT TIME ZONE 'UTC')::date AS reviewed_week
+        CASE WHEN p.created_at >= %(window_start)s
+            THEN date_trunc('week', p.created_at AT TIME ZONE 'UTC')::date END AS opened_week,
+        CASE WHEN p.merged_at >= %(window_start)s
+            THEN date_trunc('week', p.merged_at AT TIME ZONE 'UTC')::date END AS merged_week,
+        CASE WHEN p.first_review_at >= %(window_start)s
+            THEN date_trunc('week', p.first_review_at AT TIME ZONE 'UTC')::date END
+            AS reviewed_week
     FROM pipeline_pullrequest p
     LEFT JOIN pipeline_aiverdict v ON v.pull_request_id = p.id
     WHERE p.team_id = %(team_id)s AND p.repository_id = ANY(%(repository_ids)s)
+        AND (p.created_at >= %(window_start)s OR p.merged_at >= %(window_start)s)
 ),
 opened AS (
     SELECT
@@ -77,6 +89,7 @@ opened AS (
         CASE WHEN GROUPING(member) = 1 THEN '' ELSE member END AS member_login,
         count(*) AS prs_opened
     FROM pr
+    WHERE opened_week IS NOT NULL
     GROUP BY GROUPING SETS ((opened_week), (opened_week, member))
     HAVING GROUPING(member) = 1 OR member IS NOT NULL
 ),
@@ -119,8 +132,11 @@ active AS (
     UNION SELECT week, member_login FROM reviewed
 ),
 keys AS (
-    -- Team rows for every week between the first and the last active one (quiet weeks too).
-    SELECT generate_series(min(week), max(week), interval '7 days')::date AS week,
+    -- Team rows for every week from the window's first week to the last active one (quiet
+    -- weeks too); none at all when nothing happened in the window.
+    SELECT generate_series(
+               COALESCE(%(first_week)s::date, min(week)), max(week), interval '7 days'
+           )::date AS week,
            '' AS member_login
     FROM active
     UNION
@@ -155,14 +171,23 @@ RETURNING id, member_login = '' AS is_team_row
 """
 
 
-def compute_weekly_metrics(team_id: int, repository_ids: list[int]) -> dict[str, int]:
-    """Replace the team's weekly rows with those of ``repository_ids``; return the counts."""
+def compute_weekly_metrics(
+    team_id: int, repository_ids: list[int], window_start: datetime.datetime | None = None
+) -> dict[str, int]:
+    """Replace the team's weekly rows with those of ``repository_ids`` from ``window_start``
+    on (every PR when None: the rows then start at the first active week); return the counts."""
     with transaction.atomic(), connection.cursor() as cursor:
         # Sorting for the ordered-set aggregates stays in memory for large teams; SET LOCAL
         # ends with this transaction and never leaks to the next user of the connection.
         cursor.execute("SET LOCAL work_mem = '256MB'")
         cursor.execute(
-            UPSERT_WEEKS_SQL, {"team_id": team_id, "repository_ids": list(repository_ids)}
+            UPSERT_WEEKS_SQL,
+            {
+                "team_id": team_id,
+                "repository_ids": list(repository_ids),
+                "window_start": window_start or datetime.datetime(1970, 1, 5, tzinfo=datetime.UTC),
+                "first_week": scope.week_of(window_start) if window_start else None,
+            },
         )
         rows = cursor.fetchall()
         kept_ids = [row_id for row_id, _ in rows]
@@ -178,6 +203,8 @@ def compute_weekly_metrics(team_id: int, repository_ids: list[int]) -> dict[str,
 
 
 def run(run: PipelineRun) -> dict:
-    counts = compute_weekly_metrics(run.team_id, [int(pk) for pk in run.repository_ids])
+    counts = compute_weekly_metrics(
+        run.team_id, [int(pk) for pk in run.repository_ids], scope.window_start(run)
+    )
     progress.report(run, weeks_computed=counts["weeks"])
     return counts

@@ -6,6 +6,7 @@ their commits and reviews, fetched through GitHub's GraphQL API and upserted pag
   sha) and (pull request, review node id): re-running the stage, or a later run, never
   duplicates anything and updates what changed. The first PRs are visible after the first page.
 - Memory holds one page at a time, whatever the size of the history.
+- A nightly run stops at the last successful sync of each repository instead (incremental).
 - When GitHub's GraphQL budget cannot pay for the next page, the stage raises RescheduleStage
   for the reset time (a worker does not sleep for an hour). Finished repositories are recorded
   in ``run.progress`` and skipped on resume; the interrupted repository starts again from its
@@ -20,16 +21,21 @@ import functools
 import logging
 import re
 
-from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
 from onboarding.github import BROKEN_CONNECTION_MESSAGE, GitHubError, client_for
 from onboarding.models import GitHubConnection, Repository
-from pipeline import signals
+from pipeline import scope, signals
 from pipeline.errors import RescheduleStage, StageError
 from pipeline.github_graphql import PullRequestPager, parse_datetime
-from pipeline.models import PipelineRun, PullRequest, PullRequestCommit, PullRequestReview
+from pipeline.models import (
+    PipelineRun,
+    PullRequest,
+    PullRequestCommit,
+    PullRequestReview,
+    RunKind,
+)
 from pipeline.progress import report
 
 logger = logging.getLogger(__name__)
@@ -102,7 +108,9 @@ def run(run: PipelineRun) -> dict:
     progress = run.progress or {}
     done: list[int] = list(progress.get(DONE_KEY) or [])
     prs_by_repository: dict[str, int] = dict(progress.get(PRS_BY_REPOSITORY_KEY) or {})
-    since = timezone.now() - datetime.timedelta(days=settings.SYNC_WINDOW_DAYS)
+    # The run's window (pipeline.scope), fixed at its start: a retry hours later, the later
+    # stages and the dashboard all count from the same moment.
+    since = scope.window_start(run)
     pager = PullRequestPager(client.requester)
     report(
         run,
@@ -122,7 +130,9 @@ def run(run: PipelineRun) -> dict:
             continue
         started = timezone.now()
         try:
-            synced = _sync_repository(run, repository, pager, since, prs_by_repository)
+            synced = _sync_repository(
+                run, repository, pager, _since(run, repository, since), prs_by_repository
+            )
         except GitHubError as error:
             reason = SKIP_REASONS.get(error.kind)
             if reason is None:
@@ -152,6 +162,15 @@ def run(run: PipelineRun) -> dict:
     }
 
 
+def _since(run: PipelineRun, repository: Repository, window_start: datetime.datetime):
+    """Where a repository's sync stops. Onboarding takes the whole window; a nightly run only
+    what was updated since the repository's last successful sync began (``last_synced_at`` is
+    that start, so a PR updated while it ran is fetched again, never missed)."""
+    if run.kind == RunKind.NIGHTLY and repository.last_synced_at is not None:
+        return max(window_start, repository.last_synced_at)
+    return window_start
+
+
 def _stage_error(error: GitHubError, pager: PullRequestPager) -> Exception:
     """What the engine should do with a GitHub failure the pager could not absorb."""
     if error.kind == GitHubError.RATE_LIMITED:
@@ -161,7 +180,8 @@ def _stage_error(error: GitHubError, pager: PullRequestPager) -> Exception:
     ):
         return _reschedule(error.reset_at)
     if error.kind == GitHubError.AUTH:
-        return StageError(BROKEN_CONNECTION_MESSAGE, retryable=False)
+        # The boundary's own words: a rejected token, or a connection that cannot be read.
+        return StageError(error.user_message, retryable=False)
     if error.kind in (
         GitHubError.SERVER,
         GitHubError.TIMEOUT,

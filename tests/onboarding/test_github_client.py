@@ -18,6 +18,7 @@ from onboarding.models import GitHubConnection, Repository
 pytestmark = pytest.mark.django_db
 
 BROKEN = "GitHub connection is broken: reconnect GitHub."
+REJECTED = "GitHub rejected the team's token (bad credentials): reconnect GitHub."
 
 
 def connect(team, server, api_url: str | None = None, token: str | None = None):
@@ -47,12 +48,22 @@ def test_verify_token_returns_the_accounts_login(demo_github_small):
     assert login == demo_github_small.dataset.viewer.login
 
 
-def test_verify_token_rejects_a_wrong_token_with_the_reconnect_message(demo_github_small):
+def test_verify_token_says_a_wrong_token_was_rejected(demo_github_small):
     with pytest.raises(GitHubError) as caught:
         github.verify_token("ghp_wrong", demo_github_small.api_url)
 
     assert caught.value.kind == GitHubError.AUTH
-    assert caught.value.user_message == BROKEN
+    assert caught.value.user_message.startswith("GitHub rejected this token (bad credentials).")
+
+
+@pytest.mark.parametrize("junk", ["ghp_junk\ntoken", "ghp_…", "not a token", "tökén"])
+def test_a_junk_token_is_rejected_not_reported_as_unreachable(demo_github_small, junk):
+    with pytest.raises(GitHubError) as caught:
+        github.verify_token(junk, demo_github_small.api_url)
+
+    assert caught.value.kind == GitHubError.AUTH
+    assert caught.value.user_message.startswith("GitHub rejected this token")
+    assert "could not be reached" not in caught.value.user_message
 
 
 def test_verify_token_refuses_an_empty_token_without_calling_github(demo_github_small):
@@ -94,14 +105,14 @@ def test_save_repositories_upserts_and_keeps_the_users_selection(team, demo_gith
     ) == ["tformance-demo/api"]
 
 
-def test_a_revoked_token_is_a_broken_connection(team, demo_github_small):
+def test_a_revoked_token_is_rejected_and_asks_to_reconnect(team, demo_github_small):
     demo_github_small.unauthorized()
     connection = connect(team, demo_github_small)
 
     with pytest.raises(GitHubError) as caught:
         github.list_repositories(connection)
 
-    assert (caught.value.kind, caught.value.user_message) == (GitHubError.AUTH, BROKEN)
+    assert (caught.value.kind, caught.value.user_message) == (GitHubError.AUTH, REJECTED)
     assert len(core_requests(demo_github_small)) == 1  # no retries of a 401
 
 
@@ -135,7 +146,7 @@ def test_an_unreachable_github_says_so(team):
         github.list_repositories(connection)
 
     assert caught.value.kind == GitHubError.UNREACHABLE
-    assert caught.value.user_message == "GitHub could not be reached."
+    assert caught.value.user_message.startswith("GitHub could not be reached")
 
 
 def test_a_passing_502_is_retried_and_the_listing_succeeds(team, demo_github_small):

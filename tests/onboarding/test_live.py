@@ -287,7 +287,7 @@ def test_retry_form_in_a_streamed_fragment_carries_this_viewers_csrf_token(
     client = sse_connect(admin_user)
     event = client.next_event()
     form = re.search(
-        r'<form method="post" action="([^"]+)">\s*<input type="hidden"'
+        r'<form method="post" action="([^"]+)" class="admin-only">\s*<input type="hidden"'
         r' name="csrfmiddlewaretoken" value="([^"]+)">',
         event.data,
     )
@@ -339,22 +339,27 @@ def test_idle_stream_sends_keepalive_comments(sse_connect, settings, team, admin
 def test_delay_notice_appears_without_any_database_event(
     sse_connect, settings, team, admin_user, repositories
 ):
-    """No worker is running and nothing NOTIFYs: the periodic refresh still tells the user."""
+    """The worker goes away and nothing NOTIFYs: the periodic refresh still tells the user."""
     settings.LIVE_KEEPALIVE_SECONDS = 0.3
     run = transitions.start_pipeline(team, [r.pk for r in repositories])
-    started = timezone.now() - datetime.timedelta(seconds=DELAYED_AFTER_SECONDS - 1)
+    started = timezone.now() - datetime.timedelta(seconds=DELAYED_AFTER_SECONDS + 30)
     PipelineRun.objects.filter(pk=run.pk).update(started_at=started)
+    with connection.cursor() as cursor:
+        cursor.execute("INSERT INTO procrastinate_workers (last_heartbeat) VALUES (now())")
     client = sse_connect(admin_user)
-    assert "data-delayed" not in client.next_event().data
+    assert "data-delayed" not in client.next_event().data  # a worker is alive
 
-    deadline = time.monotonic() + 5
+    with connection.cursor() as cursor:  # the worker vanishes; no NOTIFY
+        cursor.execute("DELETE FROM procrastinate_workers")
+
+    deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
-        event = client.next_event(timeout=5)
+        event = client.next_event(timeout=15)
         if "data-delayed" in event.data:
             break
     else:
         pytest.fail("the delay notice never appeared")
-    assert "Processing is delayed" in event.data
+    assert "Processing is delayed: no worker is running" in event.data
 
 
 def test_a_real_run_is_watched_live_from_start_to_done(

@@ -39,3 +39,41 @@ def revoked_token(run: PipelineRun) -> dict:
 
 def crash(run: PipelineRun) -> dict:
     raise RuntimeError("secret=hunter2 stack detail that users must never see")
+
+
+def _count_completion(run: PipelineRun) -> None:
+    """Count, in the run's summary, how many executions ran this stage's body to its end."""
+    from django.db import connection
+
+    key = f"completions_{run.stage}"
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "UPDATE pipeline_pipelinerun SET summary = summary"
+            " || jsonb_build_object(%s::text, coalesce((summary ->> %s)::int, 0) + 1)"
+            " WHERE id = %s",
+            [key, key, run.pk],
+        )
+
+
+def paged(run: PipelineRun) -> dict:
+    """FAULT_PAGES pages of FAULT_PAGE_SECONDS each, reporting progress after every page (the
+    page boundary where an execution checks it should go on), resuming from the last one."""
+    from pipeline.progress import report
+
+    pages = int(os.environ.get("FAULT_PAGES", "30"))
+    done = int((run.progress or {}).get("pages_done", 0))
+    for page in range(done, pages):
+        time.sleep(float(os.environ.get("FAULT_PAGE_SECONDS", "0.25")))
+        report(run, pages_done=page + 1)
+    _count_completion(run)
+    return {"pages": pages}
+
+
+def cpu_heavy(run: PipelineRun) -> dict:
+    """Pure-Python work holding the GIL for FAULT_CPU_SECONDS, with no page boundary."""
+    deadline = time.monotonic() + float(os.environ.get("FAULT_CPU_SECONDS", "8"))
+    total = 0
+    while time.monotonic() < deadline:
+        total += sum(i * i for i in range(10_000))
+    _count_completion(run)
+    return {"cpu": 1}

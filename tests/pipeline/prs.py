@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime
 
+from django.db.models import Max
+
 from onboarding.models import Repository, Team
 from pipeline.models import AIVerdict, PipelineRun, PullRequest
 from pipeline.status import PipelineStatus
@@ -63,12 +65,28 @@ def make_pr(
     return pr
 
 
+def run_start_after_history(team: Team) -> datetime.datetime:
+    """A run start one day after the team's latest PR event: the run's window
+    (``pipeline.scope``, SYNC_WINDOW_DAYS before its start) then holds the fixture's PRs
+    whatever today's date is."""
+    latest = PullRequest.objects.filter(team=team).aggregate(
+        created=Max("created_at"), merged=Max("merged_at")
+    )
+    moments = [m for m in latest.values() if m is not None]
+    if not moments:
+        return datetime.datetime.now(UTC)
+    return max(moments) + datetime.timedelta(days=1)
+
+
 def make_run(
-    team: Team, repositories: list[Repository], stage: str = PipelineStatus.COMPUTING_METRICS
+    team: Team,
+    repositories: list[Repository],
+    stage: str = PipelineStatus.COMPUTING_METRICS,
+    started_at: datetime.datetime | None = None,
 ) -> PipelineRun:
     return PipelineRun.objects.create(
         team=team,
         stage=stage,
         repository_ids=[r.pk for r in repositories],
-        started_at=datetime.datetime.now(UTC),
+        started_at=started_at or run_start_after_history(team),
     )

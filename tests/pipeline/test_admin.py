@@ -48,22 +48,31 @@ def put_job_in_doing(heartbeat_age: str) -> int:
     return job_id
 
 
-def requeue(staff_client, *job_ids: int):
+def requeue(staff_client, *job_ids: int, reason: str = "worker host lost"):
     return staff_client.post(
         reverse(CHANGELIST),
-        {"action": "requeue", "_selected_action": [str(i) for i in job_ids]},
+        {
+            "action": "requeue",
+            "_selected_action": [str(i) for i in job_ids],
+            "confirm": "yes",
+            "reason": reason,
+        },
         follow=True,
     )
 
 
-def test_a_stalled_job_is_requeued(staff_client, team, repositories):
-    transitions.start_pipeline(team, [repositories[0].pk])
+def test_a_stalled_stage_job_is_superseded_by_a_new_current_job(staff_client, team, repositories):
+    run = transitions.start_pipeline(team, [repositories[0].pk])
     job_id = put_job_in_doing("10 minutes")
 
     response = requeue(staff_client, job_id)
 
     assert "stalled, re-queued" in response.content.decode()
-    assert job_state(job_id) == "todo"
+    # The dead worker's job ends; a new job carries the stage (a late finish of the old one
+    # can then change nothing).
+    assert job_state(job_id) == "failed"
+    run.refresh_from_db()
+    assert run.current_job_id != job_id and job_state(run.current_job_id) == "todo"
     assert find_drift() == []
 
 

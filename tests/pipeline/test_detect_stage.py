@@ -413,3 +413,27 @@ def test_a_rejected_api_key_leaves_signature_verdicts_and_a_clear_note(
         list(AIVerdict.objects.values_list("llm_error", flat=True))
     )
     assert "sk-secret-123" not in stored
+
+
+@pytest.mark.django_db
+def test_the_llm_batch_takes_ambiguous_ai_text_first(team, repositories, llm_server):
+    repo = repositories[0]
+    recent = [make_pr(repo, n, f"recent {n}", age_days=n) for n in (1, 2, 3)]
+    # Older, and no signature or clear disclosure: but it talks about an AI tool.
+    ambiguous = make_pr(repo, 9, "Claude helped me think through the locking here.", age_days=9)
+    disclosed = make_pr(repo, 10, "Drafted with ChatGPT, then edited by hand.", age_days=10)
+    run = make_run(team, repositories)
+
+    with llm_configured(llm_server, LLM_ONBOARDING_LIMIT=2):
+        detect.run(run)
+
+    sent = [r.user_text for r in llm_server.completions()]
+    assert len(sent) == 2
+    assert any("Claude helped me" in text for text in sent)  # first, though older
+    assert any("recent 1" in text for text in sent)  # then the most recent
+    assert not any("Drafted with ChatGPT" in text for text in sent)  # settled by prose
+    assert verdict_of(disclosed).is_ai_assisted and verdict_of(disclosed).tools == ["ChatGPT"]
+    assert verdict_of(ambiguous).llm_assisted is not None
+    assert all(verdict_of(pr).llm_assisted is None for pr in recent[1:])
+    run.refresh_from_db()
+    assert run.summary["llm"]["prioritised"] == 1

@@ -16,16 +16,17 @@ from procrastinate.contrib.django.models import ProcrastinateJob
 
 from onboarding.models import Membership, Team
 from pipeline import transitions
-from pipeline.admin import requeue_jobs
+from pipeline.admin_jobs import requeue_jobs
 from pipeline.models import EmailOutbox, Insight, PipelineRun
 from pipeline.stages import email as email_stage
 from pipeline.stages import insights, metrics
 from pipeline.status import STAGE_ORDER, PipelineStatus
 from tests.conftest import wait_for
-from tests.pipeline.prs import at, make_pr
+from tests.pipeline.prs import make_pr, run_start_after_history
 
 SITE_URL = "https://tformance.example"
 TEAM_NAME = "Ada & Grace's team"
+RECENT = datetime.datetime.now(datetime.UTC).replace(microsecond=0) - datetime.timedelta(days=10)
 
 
 def add_user(team, username: str, email: str, role: str) -> None:
@@ -47,7 +48,8 @@ def team_with_history(team, admin_user, repositories):
     add_user(team, "nomail", "", Membership.Role.ADMIN)
     add_user(team, "bob", "bob@example.com", Membership.Role.MEMBER)
     for number in range(1, 13):
-        created = at("2026-03-02", 9) + datetime.timedelta(hours=number)
+        # Recent, so a run started now (by a worker test) has them in its window.
+        created = RECENT + datetime.timedelta(hours=number)
         make_pr(
             repositories[number % 2],
             number,
@@ -56,7 +58,7 @@ def team_with_history(team, admin_user, repositories):
             ai=number <= 3,
             tools=["Claude Code"],
         )
-    make_pr(repositories[2], 99, created=at("2026-03-02"), ai=True)
+    make_pr(repositories[2], 99, created=RECENT, ai=True)
     return team
 
 
@@ -64,6 +66,8 @@ def finish_pipeline(team, repositories) -> PipelineRun:
     """Run the pipeline in this process: sync and detect are already done by the fixture's rows;
     metrics and insights are the real stages. The last hand-off writes the outbox row."""
     run = transitions.start_pipeline(team, [r.pk for r in repositories[:2]])
+    # The fixture's dates, not today's, decide the run's window.
+    PipelineRun.objects.filter(pk=run.pk).update(started_at=run_start_after_history(team))
     for stage in STAGE_ORDER:
         attempt = transitions.begin_stage(run.pk, stage, job_id=None)
         counts = {}
@@ -99,15 +103,16 @@ def test_admins_get_a_multipart_email_with_the_runs_real_numbers_over_smtp(
     assert sorted(smtp_sink.envelopes[0].rcpt_tos) == ["ada@example.com", "grace@example.com"]
     assert message["Subject"] == f"Your tformance insights for {TEAM_NAME} are ready"
     text, html = text_and_html(message)
-    assert "We analysed 12 pull requests in 2 repositories: acme/repo-0, acme/repo-1." in text
-    assert "AI-assisted: 3 of 12 PRs (25%)." in text
+    assert "We analysed 12 pull requests opened or merged between " in text
+    assert " in 2 repositories: acme/repo-0, acme/repo-1." in text
+    assert "AI-assisted share of merged PRs: 25% (3 of 12 merged PRs)." in text
     assert f"Top insight: {top.headline}" in text
     assert f"Open your dashboard: {SITE_URL}/dashboard/" in text
     # Plain text is not HTML-escaped; the HTML body is.
     assert f"admin of {TEAM_NAME} on tformance" in text
     assert "Ada &amp; Grace&#x27;s team" in html
     assert "25%</strong>" in html
-    assert "3 of 12 PRs" in html
+    assert "3 of 12 merged PRs" in html
     assert top.headline in html
     assert f'href="{SITE_URL}/dashboard/"' in html
     outbox.refresh_from_db()
@@ -127,7 +132,7 @@ def test_anymail_backend_sends_both_bodies_with_tags_and_run_metadata(
 
     [message] = mail.outbox
     assert sorted(message.to) == ["ada@example.com", "grace@example.com"]
-    assert "AI-assisted: 3 of 12 PRs (25%)." in message.body
+    assert "AI-assisted share of merged PRs: 25% (3 of 12 merged PRs)." in message.body
     [(html, mimetype)] = message.alternatives
     assert mimetype == "text/html" and "25%</strong>" in html
     assert message.anymail_test_params["tags"] == ["insights-ready"]
@@ -247,8 +252,9 @@ def test_a_team_with_no_prs_gets_an_email_that_says_so(smtp_sink, team, admin_us
         email_stage.send_outbox(outbox.pk, final_attempt=False)
 
     text, _ = text_and_html(smtp_sink.wait_for_messages(1)[0])
-    assert "We analysed 0 pull requests in 2 repositories" in text
-    assert "There were no pull requests to analyse in this period." in text
+    assert "We analysed 0 pull requests opened or merged between " in text
+    assert " in 2 repositories" in text
+    assert "No pull request was merged in this period" in text
     assert "Top insight: No pull requests to analyse yet" in text
 
 
@@ -282,13 +288,13 @@ def test_a_rejected_email_sent_by_a_worker_is_resent_from_the_admin_once_accepte
 
     smtp_sink.reject = None
     wait_for(lambda: job_has_failed(outbox.job_id))  # procrastinate records the job's end
-    done, refused = requeue_jobs(ProcrastinateJob.objects.filter(id=outbox.job_id))
-    assert refused == [] and len(done) == 1
+    [result] = requeue_jobs(ProcrastinateJob.objects.filter(id=outbox.job_id))
+    assert result.succeeded, result.message
 
     [message] = smtp_sink.wait_for_messages(1)
     wait_for(lambda: EmailOutbox.objects.get(pk=outbox.pk).status == EmailOutbox.Status.SENT)
     text, _ = text_and_html(message)
-    assert "AI-assisted: 3 of 12 PRs (25%)." in text
+    assert "AI-assisted share of merged PRs: 25% (3 of 12 merged PRs)." in text
     top = Insight.objects.filter(run=run).order_by("position").first()
     assert f"Top insight: {top.headline}" in text
     assert f"{SITE_URL}/dashboard/" in text
@@ -323,8 +329,8 @@ def test_a_provider_configured_from_the_environment_gets_the_email_after_a_rejec
 
     postmark_server.reject = False
     wait_for(lambda: job_has_failed(outbox.job_id))
-    done, refused = requeue_jobs(ProcrastinateJob.objects.filter(id=outbox.job_id))
-    assert refused == [] and len(done) == 1
+    [result] = requeue_jobs(ProcrastinateJob.objects.filter(id=outbox.job_id))
+    assert result.succeeded, result.message
     wait_for(lambda: EmailOutbox.objects.get(pk=outbox.pk).status == EmailOutbox.Status.SENT)
 
     accepted = postmark_server.requests[-1]
@@ -336,7 +342,7 @@ def test_a_provider_configured_from_the_environment_gets_the_email_after_a_rejec
         "grace@example.com",
     ]
     assert sent["Subject"] == f"Your tformance insights for {TEAM_NAME} are ready"
-    assert "AI-assisted: 3 of 12 PRs (25%)." in sent["TextBody"]
+    assert "AI-assisted share of merged PRs: 25% (3 of 12 merged PRs)." in sent["TextBody"]
     assert "25%</strong>" in sent["HtmlBody"]
     assert sent["Tag"] == "insights-ready"
     assert sent["Metadata"] == {"team_id": str(run.team_id), "run_id": str(run.pk)}

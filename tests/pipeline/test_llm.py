@@ -233,3 +233,30 @@ def test_content_hash_follows_what_is_sent():
     assert build_request(1, PRText(title="Add cache", body="b2"), "m1").content_hash != same
     assert build_request(1, pr, "m2").content_hash != same
     assert PROMPT_VERSION
+
+
+def test_the_prompt_and_schema_name_every_catalogue_tool_and_the_review_rule(llm_server):
+    from pipeline.catalogue import CATALOGUE
+
+    reply = json.dumps(
+        {"ai_assisted": True, "tools": ["Crush", "Qwen Code"], "confidence": 0.9, "reason": "r"}
+    )
+    outcome = run(llm_server, {1: f"Drafted with a terminal agent.\nREPLY WITH: {reply}"})[1]
+
+    # A tool the catalogue learnt in issue 10 is a valid answer and is stored by its name.
+    assert outcome.error == "" and outcome.verdict.tools == ("Crush", "Qwen Code")
+    (sent,) = llm_server.completions()
+    schema = sent.body["response_format"]["json_schema"]["schema"]
+    allowed = schema["properties"]["tools"]["items"]["enum"]
+    assert allowed == [*CATALOGUE.tool_names, "Other"]
+    system = sent.body["messages"][0]["content"]
+    assert "review bot" in system and "not that AI wrote it" in system
+    assert "Drafted with" in system or "drafted with" in system
+
+
+def test_a_tool_name_outside_the_catalogue_is_malformed(llm_server):
+    reply = json.dumps({"ai_assisted": True, "tools": ["Crush2"], "confidence": 0.9, "reason": "r"})
+
+    outcome = run(llm_server, {1: f"REPLY WITH: {reply}"})[1]
+
+    assert outcome.verdict is None and outcome.error == Failure.MALFORMED

@@ -20,6 +20,7 @@ from __future__ import annotations
 import datetime
 
 import pytest
+from django.conf import settings
 from django.db import connection
 
 from onboarding.models import Repository, Team
@@ -116,7 +117,9 @@ def history(team, repositories):
     other = Team.objects.create(name="Other")
     other_repo = Repository.objects.create(team=other, github_id=9, full_name="other/x")
     make_pr(other_repo, 1, author="alice", created=at("2026-03-02"), merged=at("2026-03-02", 1))
-    return make_run(team, [a, b])
+    # The run's window starts on W1's Monday, so the team rows start there too.
+    window = datetime.timedelta(days=settings.SYNC_WINDOW_DAYS)
+    return make_run(team, [a, b], started_at=at("2026-03-02") + window)
 
 
 def row(team, week: datetime.date, member: str = "") -> WeeklyMetric:

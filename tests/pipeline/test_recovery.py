@@ -4,8 +4,11 @@ whose job vanished outside our code fails with a message and can be resumed."""
 
 from __future__ import annotations
 
+import datetime
+
 import pytest
 from django.db import connection
+from django.utils import timezone
 
 from pipeline import queue, rescue, transitions
 from pipeline.errors import PipelineNotRetryable
@@ -85,16 +88,49 @@ def test_a_rescheduled_stage_moves_the_current_job(team, repositories):
     assert transitions.begin_stage(run.pk, PipelineStatus.SYNCING, job_id=old_job) is None
 
 
-def test_a_stalled_job_with_retries_left_is_requeued(team, repositories, settings):
-    settings.PIPELINE_STAGE_MAX_RETRIES = 3
-    transitions.start_pipeline(team, [repositories[0].pk])
+def job_status(job_id: int) -> str:
+    return sql("SELECT status FROM procrastinate_jobs WHERE id = %s", [job_id])[0][0]
+
+
+def test_a_stalled_stage_job_is_superseded_by_a_new_current_job(team, repositories):
+    run = transitions.start_pipeline(team, [repositories[0].pk])
     job_id = sync_job_id()
-    run_by_dead_worker(job_id, attempts=1)
+    transitions.begin_stage(run.pk, PipelineStatus.SYNCING, job_id=job_id, job_attempts=0)
+    run_by_dead_worker(job_id)
 
     outcome = rescue.rescue_stalled_jobs()
 
-    assert outcome == {"requeued": [job_id], "given_up": [], "failed_runs": []}
-    assert sql("SELECT status FROM procrastinate_jobs WHERE id = %s", [job_id]) == [("todo",)]
+    assert outcome == {"rescued": [job_id], "repaired": [], "failed_runs": []}
+    run.refresh_from_db()
+    assert job_status(job_id) == "failed"
+    assert run.current_job_id != job_id and job_status(run.current_job_id) == "todo"
+    [lost] = StageAttempt.objects.filter(run=run)
+    assert lost.outcome == StageAttempt.Outcome.FAILED
+    assert lost.error == transitions.WORKER_LOST_MESSAGE
+    assert find_drift() == []
+    # The superseded execution, were its worker only hung, can no longer begin or hand off.
+    assert transitions.begin_stage(run.pk, PipelineStatus.SYNCING, job_id=job_id) is None
+    assert transitions.complete_stage(lost.pk, {}) is None
+
+
+def test_a_late_finish_of_a_superseded_execution_changes_nothing(team, repositories):
+    run = transitions.start_pipeline(team, [repositories[0].pk])
+    old_job = sync_job_id()
+    stale = transitions.begin_stage(run.pk, PipelineStatus.SYNCING, job_id=old_job)
+    run_by_dead_worker(old_job)
+    rescue.rescue_stalled_jobs()
+    run.refresh_from_db()
+    current = transitions.begin_stage(
+        run.pk, PipelineStatus.SYNCING, job_id=run.current_job_id, job_attempts=0
+    )
+
+    # The old execution's hand-off, failure or retry: all no-ops.
+    assert transitions.complete_stage(stale.pk, {}) is None
+    assert transitions.fail_stage(stale.pk, "late") is False
+    transitions.retry_stage_later(stale.pk, "late")
+    team.refresh_from_db()
+    assert team.pipeline_status == PipelineStatus.SYNCING
+    assert transitions.complete_stage(current.pk, {}) == PipelineStatus.LLM_PROCESSING
 
 
 def test_a_job_that_keeps_killing_its_worker_is_given_up_and_the_pipeline_fails(
@@ -102,23 +138,48 @@ def test_a_job_that_keeps_killing_its_worker_is_given_up_and_the_pipeline_fails(
 ):
     settings.PIPELINE_STAGE_MAX_RETRIES = 3
     run = transitions.start_pipeline(team, [repositories[0].pk])
-    job_id = sync_job_id()
-    transitions.begin_stage(run.pk, PipelineStatus.SYNCING, job_id=job_id, job_attempts=3)
-    run_by_dead_worker(job_id, attempts=3)
+    for _ in range(4):  # three lost attempts before, the fourth running now
+        job_id = PipelineRun.objects.get(pk=run.pk).current_job_id
+        transitions.begin_stage(run.pk, PipelineStatus.SYNCING, job_id=job_id, job_attempts=0)
+        run_by_dead_worker(job_id)
+        outcome = rescue.rescue_stalled_jobs()
 
-    outcome = rescue.rescue_stalled_jobs()
-
-    assert outcome == {"requeued": [], "given_up": [job_id], "failed_runs": [run.pk]}
+    assert outcome == {"rescued": [job_id], "repaired": [], "failed_runs": []}
     team.refresh_from_db()
     assert team.pipeline_status == PipelineStatus.FAILED
     assert "stopped unexpectedly while syncing pull requests" in team.pipeline_error
-    assert StageAttempt.objects.get(run=run).outcome == StageAttempt.Outcome.FAILED
+    assert [a.error for a in StageAttempt.objects.filter(run=run)] == [
+        transitions.WORKER_LOST_MESSAGE
+    ] * 4
     assert find_drift() == []
 
     # The user's Retry resumes it.
     transitions.retry_pipeline(team)
     team.refresh_from_db()
     assert team.pipeline_status == PipelineStatus.SYNCING
+    assert find_drift() == []
+
+
+def test_an_execution_that_ended_as_retrying_while_its_job_stayed_doing_is_superseded(
+    team, repositories
+):
+    """The stuck "retrying" case: the stage failed during a database outage, we recorded the
+    retry, procrastinate's own retry write was lost, and the worker lived on."""
+    run = transitions.start_pipeline(team, [repositories[0].pk])
+    job_id = sync_job_id()
+    sql("UPDATE procrastinate_jobs SET status = 'doing' WHERE id = %s", [job_id])
+    attempt = transitions.begin_stage(run.pk, PipelineStatus.SYNCING, job_id=job_id, job_attempts=0)
+    transitions.retry_stage_later(attempt.pk, "GitHub had an error; try again.")
+    assert rescue.repair_ended_executions() == []  # within the normal commit-to-record gap
+    StageAttempt.objects.filter(pk=attempt.pk).update(
+        finished_at=timezone.now() - datetime.timedelta(minutes=1)
+    )
+
+    assert rescue.repair_ended_executions() == [job_id]
+
+    run.refresh_from_db()
+    assert job_status(job_id) == "failed"
+    assert job_status(run.current_job_id) == "todo"
     assert find_drift() == []
 
 

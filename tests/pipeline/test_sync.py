@@ -295,7 +295,10 @@ def test_a_revoked_token_fails_at_once_with_the_reconnect_message(team, demo_git
         sync.run(run)
 
     assert caught.value.retryable is False
-    assert caught.value.user_message == "GitHub connection is broken: reconnect GitHub."
+    assert (
+        caught.value.user_message
+        == "GitHub rejected the team's token (bad credentials): reconnect GitHub."
+    )
     assert len(graphql_requests(demo_github_small)) == 1
 
 

@@ -129,38 +129,6 @@ def test_a_stage_job_run_again_after_its_run_moved_on_does_nothing(
     assert not find_drift()
 
 
-def test_a_worker_killed_mid_stage_is_rescued_and_the_pipeline_completes(
-    start_worker, team, repositories
-):
-    fast_rescue = {
-        "PIPELINE_STALLED_AFTER_SECONDS": "3",
-        "PIPELINE_RESCUE_CRON": "* * * * * *",
-        "FAULT_SLEEP_SECONDS": "120",
-    }
-    doomed = start_worker(
-        {"PIPELINE_STAGE_OVERRIDES": overrides(syncing="slow_first_attempt"), **fast_rescue}
-    )
-    run = transitions.start_pipeline(team, [r.pk for r in repositories])
-    wait_for(lambda: run.attempts.filter(stage=PipelineStatus.SYNCING).exists())
-    doomed.kill()
-    sync_task = queue.STAGE_JOBS[PipelineStatus.SYNCING].task_name
-    assert [status for _, status in jobs_of(sync_task)] == ["doing"]
-    # Between the kill and the rescue, the status still claims only queued work.
-    assert not find_drift()
-
-    start_worker(
-        {"PIPELINE_STAGE_OVERRIDES": overrides(syncing="slow_first_attempt"), **fast_rescue}
-    )
-    wait_for(lambda: team_status(team) == PipelineStatus.COMPLETE, timeout=60)
-
-    lost, rescued = run.attempts.filter(stage=PipelineStatus.SYNCING).order_by("attempt")
-    assert lost.outcome == StageAttempt.Outcome.FAILED
-    assert "stopped" in lost.error
-    assert rescued.outcome == StageAttempt.Outcome.SUCCEEDED
-    assert len(jobs_of(sync_task)) == 1  # the same job, re-queued, not a duplicate
-    wait_for(lambda: not find_drift())
-
-
 def test_a_transient_error_is_retried_and_recorded(start_worker, team, repositories):
     start_worker({"PIPELINE_STAGE_OVERRIDES": overrides(computing_metrics="flaky")})
     run = transitions.start_pipeline(team, [r.pk for r in repositories])

@@ -1,9 +1,11 @@
-"""manage.py run: the whole product on one machine.
+"""manage.py run: the whole product on one machine, as production runs it.
 
-Starts (or joins) the embedded PostgreSQL, applies migrations, starts the bundled demo GitHub
-when no real GitHub credentials are configured, a procrastinate worker and the ASGI web server
-(uvicorn: the live progress stream needs ASGI), prints where to go, and stops everything on
-Ctrl-C. Child processes inherit DATABASE_URL, so they all use the same database server.
+Starts (or joins) the embedded PostgreSQL, then the process types of the ``Procfile`` (the one
+place they are written down: release, web, one worker per queue class), plus the bundled demo
+GitHub when no real GitHub credentials are configured. A child that exits, whatever its status,
+is restarted with backoff and the output says so (see ``onboarding.supervisor``): a dead worker
+never takes the web server down. Ctrl-C (or SIGTERM) stops everything. Child processes inherit
+DATABASE_URL (or the embedded server's URL), so they all use the same database server.
 """
 
 from __future__ import annotations
@@ -11,7 +13,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -19,14 +20,16 @@ from pathlib import Path
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.core.management import call_command
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
 from onboarding.models import Membership, Team
+from onboarding.supervisor import Supervisor, child_env, read_procfile
 
 DEMO_USERNAME = "demo"
 DEMO_PASSWORD = "demo-password"
+# One-shot process types: run to completion before the others start.
+ONE_SHOT_TYPES = {"release"}
 
 
 def _interrupt(signum, frame) -> None:
@@ -35,7 +38,7 @@ def _interrupt(signum, frame) -> None:
 
 
 class Command(BaseCommand):
-    help = "Run web server, worker and (without GitHub credentials) the demo GitHub."
+    help = "Run the Procfile's processes (and, without GitHub credentials, the demo GitHub)."
 
     def add_arguments(self, parser):
         parser.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
@@ -43,38 +46,44 @@ class Command(BaseCommand):
         parser.add_argument(
             "--demo-github-port", type=int, default=int(os.environ.get("DEMO_GITHUB_PORT", "8765"))
         )
+        parser.add_argument(
+            "--procfile", default=str(Path(settings.BASE_DIR) / "Procfile"), help="Procfile path"
+        )
 
-    def handle(self, *args, host: str, port: int, demo_github_port: int, **options):
-        call_command("migrate", interactive=False, verbosity=0)
-        self.children: list[subprocess.Popen] = []
+    def handle(self, *args, host: str, port: int, demo_github_port: int, procfile: str, **opts):
+        types = read_procfile(Path(procfile))
+        if not any(t.name == "web" for t in types):
+            raise CommandError(f"{procfile} has no 'web' process type")
         signal.signal(signal.SIGTERM, _interrupt)
-        env = {**os.environ, "DJANGO_SETTINGS_MODULE": "settings.base"}
-        manage = [sys.executable, str(Path(settings.BASE_DIR) / "manage.py")]
+        env = {
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": os.environ.get("DJANGO_SETTINGS_MODULE", "settings.base"),
+            "HOST": host,
+            "PORT": str(port),
+            "PYTHONUNBUFFERED": "1",
+        }
+        self.supervisor = Supervisor(self._say, Path(settings.BASE_DIR))
         try:
+            for one_shot in (t for t in types if t.name in ONE_SHOT_TYPES):
+                self._say(f"{one_shot.name}: {one_shot.command}")
+                done = subprocess.run(
+                    ["/bin/sh", "-c", f"exec {one_shot.command}"],
+                    env=child_env(env),
+                    cwd=settings.BASE_DIR,
+                )
+                if done.returncode != 0:
+                    raise CommandError(f"{one_shot.name} failed with status {done.returncode}")
             use_demo = not (settings.GITHUB_TOKEN or settings.GITHUB_OAUTH_CLIENT_ID)
             if use_demo:
                 demo_url = f"http://127.0.0.1:{demo_github_port}/api/v3"
                 env["DEMO_GITHUB_URL"] = demo_url
-                self._spawn(manage + ["demo_github", "--port", str(demo_github_port)], env)
-                self._wait_for_http(demo_url.rsplit("/api/v3", 1)[0] + "/api/v3/rate_limit")
-            self._spawn(manage + ["procrastinate", "worker"], env)
-            self._spawn(
-                [
-                    sys.executable,
-                    "-m",
-                    "uvicorn",
-                    "settings.asgi:application",
-                    "--host",
-                    host,
-                    "--port",
-                    str(port),
-                    # Open SSE streams would otherwise hold shutdown forever.
-                    "--timeout-graceful-shutdown",
-                    "3",
-                    "--no-access-log",
-                ],
-                env,
-            )
+                self.supervisor.start(
+                    "demo_github", f"python manage.py demo_github --port {demo_github_port}", env
+                )
+                self._wait_for_http(demo_url + "/rate_limit")
+            for process_type in types:
+                if process_type.name not in ONE_SHOT_TYPES:
+                    self.supervisor.start(process_type.name, process_type.command, env)
             url = f"http://{host}:{port}/"
             self._wait_for_http(url + "accounts/login/")
             self.stdout.write(self.style.SUCCESS(f"\ntformance is running at {url}"))
@@ -87,31 +96,33 @@ class Command(BaseCommand):
                     " the bundled demo GitHub"
                 )
             self.stdout.write(f"  admin: {url}admin/   e-mails: {settings.EMAIL_FILE_PATH}")
-            self.stdout.write("  Ctrl-C stops everything\n")
-            while all(child.poll() is None for child in self.children):
-                time.sleep(0.5)
-            self.stderr.write("a process stopped; shutting down")
+            self.stdout.write("  a process that stops is restarted; Ctrl-C stops everything\n")
+            self.stdout.flush()
+            while True:
+                self.supervisor.check()
+                time.sleep(0.2)
         except KeyboardInterrupt:
             self.stdout.write("\nstopping...")
         finally:
             self._stop_children()
 
-    def _spawn(self, command: list[str], env: dict) -> None:
-        self.children.append(subprocess.Popen(command, env=env, cwd=settings.BASE_DIR))
+    def _say(self, message: str) -> None:
+        self.stderr.write(f"[run] {message}")
+        self.stderr.flush()
 
-    def _wait_for_http(self, url: str, timeout: float = 30) -> None:
+    def _wait_for_http(self, url: str, timeout: float = 60) -> None:
+        """Wait for ``url`` to answer, restarting children meanwhile."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
-                urllib.request.urlopen(url, timeout=1)
+                urllib.request.urlopen(url, timeout=5)
                 return
             except urllib.error.HTTPError:
                 return  # it answers; a 401/404 is still an answer
             except OSError:
-                if any(child.poll() is not None for child in self.children):
-                    raise RuntimeError(f"a process exited while waiting for {url}") from None
+                self.supervisor.check()
                 time.sleep(0.2)
-        raise RuntimeError(f"{url} did not answer within {timeout:.0f}s")
+        raise CommandError(f"{url} did not answer within {timeout:.0f}s")
 
     def _ensure_demo_login(self) -> None:
         with transaction.atomic():
@@ -129,12 +140,5 @@ class Command(BaseCommand):
         # must not cut the clean shutdown short.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        for child in reversed(self.children):
-            if child.poll() is None:
-                child.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + 15
-        for child in self.children:
-            try:
-                child.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                child.kill()
+        if hasattr(self, "supervisor"):
+            self.supervisor.stop()

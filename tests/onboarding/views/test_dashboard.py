@@ -34,6 +34,26 @@ def add_pr(team: Team, repository: Repository, number: int, **fields) -> PullReq
     )
 
 
+def complete_run(
+    team: Team, repositories: list[Repository], started_at: datetime.datetime | None = None
+) -> PipelineRun:
+    """A completed run of ``repositories``: what the dashboard describes (pipeline.scope)."""
+    started = started_at or timezone.now() - datetime.timedelta(minutes=5)
+    return PipelineRun.objects.create(
+        team=team,
+        stage=PipelineStatus.COMPLETE,
+        state=PipelineRun.State.COMPLETE,
+        repository_ids=[r.pk for r in repositories],
+        started_at=started,
+        finished_at=started + datetime.timedelta(minutes=1),
+    )
+
+
+@pytest.fixture
+def completed(team, repositories) -> PipelineRun:
+    return complete_run(team, repositories)
+
+
 def add_weeks(team: Team, count: int) -> list[WeeklyMetric]:
     return [
         WeeklyMetric.objects.create(
@@ -50,7 +70,14 @@ def add_weeks(team: Team, count: int) -> list[WeeklyMetric]:
     ]
 
 
-def test_dashboard_draws_the_three_weekly_charts_as_svg(member_client, team):
+def test_dashboard_draws_the_three_weekly_charts_as_svg(member_client, team, repositories):
+    complete_run(
+        team,
+        repositories,
+        started_at=timezone.make_aware(
+            datetime.datetime.combine(MONDAY, datetime.time(9)) + datetime.timedelta(days=60)
+        ),
+    )
     add_weeks(team, 6)
     response = member_client.get(reverse("dashboard"))
     page = response.content.decode()
@@ -70,7 +97,7 @@ def test_dashboard_draws_the_three_weekly_charts_as_svg(member_client, team):
     assert "Oct 12: Not AI-assisted 10" in merged
 
 
-def test_member_rows_do_not_leak_into_the_team_charts(member_client, team):
+def test_member_rows_do_not_leak_into_the_team_charts(member_client, team, completed):
     add_weeks(team, 2)
     WeeklyMetric.objects.create(
         team=team, week_start=MONDAY, member_login="ada", prs_merged=999, ai_prs_merged=999
@@ -84,12 +111,13 @@ def test_dashboard_without_metrics_says_so_instead_of_empty_charts(member_client
     page = member_client.get(reverse("dashboard")).content.decode()
     assert "<svg" not in page
     assert "No weekly metrics yet" in page
-    assert "The analysis is still running" in page
+    assert "The first analysis is still running" in page
 
 
-def test_insights_are_shown(member_client, team):
+def test_insights_are_shown(member_client, team, completed):
     Insight.objects.create(
         team=team,
+        run=completed,
         kind="ai_adoption",
         headline="A third of merged PRs are AI-assisted",
         detail="Up from a tenth four weeks ago.",
@@ -100,7 +128,9 @@ def test_insights_are_shown(member_client, team):
     assert "Up from a tenth four weeks ago." in page
 
 
-def test_pr_table_shows_each_verdict_with_its_evidence(member_client, team, repositories):
+def test_pr_table_shows_each_verdict_with_its_evidence(
+    member_client, team, repositories, completed
+):
     signed = add_pr(team, repositories[0], 1, title="Add retries")
     AIVerdict.objects.create(
         pull_request=signed,
@@ -137,7 +167,9 @@ def test_pr_table_shows_each_verdict_with_its_evidence(member_client, team, repo
     assert "Not analysed yet &lt;script&gt;" in page
 
 
-def test_pr_table_is_paginated_and_filters_ai_assisted(member_client, team, repositories):
+def test_pr_table_is_paginated_and_filters_ai_assisted(
+    member_client, team, repositories, completed
+):
     for number in range(1, 31):
         pr = add_pr(team, repositories[0], number)
         AIVerdict.objects.create(pull_request=pr, team=team, is_ai_assisted=number % 10 == 0)
@@ -154,7 +186,7 @@ def test_pr_table_is_paginated_and_filters_ai_assisted(member_client, team, repo
     assert "acme/repo-0#11" not in flagged
 
 
-def test_htmx_page_change_returns_only_the_table(member_client, team, repositories):
+def test_htmx_page_change_returns_only_the_table(member_client, team, repositories, completed):
     for number in range(1, 31):
         add_pr(team, repositories[0], number)
     response = member_client.get(
@@ -190,7 +222,9 @@ def test_dashboard_says_when_detection_used_signatures_only(member_client, team,
     assert "No LLM is configured: AI detection used signatures only." in page
 
 
-def test_markers_on_a_pr_not_counted_as_ai_are_labelled_as_such(member_client, team, repositories):
+def test_markers_on_a_pr_not_counted_as_ai_are_labelled_as_such(
+    member_client, team, repositories, completed
+):
     reviewed = add_pr(team, repositories[0], 1, title="Bump eslint")
     AIVerdict.objects.create(
         pull_request=reviewed,
@@ -203,3 +237,19 @@ def test_markers_on_a_pr_not_counted_as_ai_are_labelled_as_such(member_client, t
     assert "Markers seen, not counted as AI authorship:" in page
     assert "CodeRabbit: reviewed by coderabbitai[bot]" in page
     assert "no AI marker found" not in page
+
+
+def test_a_review_bots_summary_reads_as_review_evidence():
+    from pipeline.signatures import PRText, detect
+
+    hits = detect(PRText(body="Fix\n\n## Summary by CodeRabbit\n\n* Refactor"))
+    lines = dashboard_evidence(hits)
+
+    assert lines == ["CodeRabbit (review only): ## Summary by CodeRabbit"]
+
+
+def dashboard_evidence(hits):
+    from onboarding.dashboard import evidence_of
+    from pipeline.models import AIVerdict
+
+    return evidence_of(AIVerdict(signature_hits=[h.as_json() for h in hits]))

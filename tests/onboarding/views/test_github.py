@@ -195,7 +195,8 @@ def test_token_github_rejects_is_not_saved_and_the_page_says_why(
     response = member_client.post(reverse("connect_token"), {"token": SECRET_TOKEN})
     assert response.status_code == 400
     page = response.content.decode()
-    assert "reconnect GitHub" in page or "Bad credentials" in page
+    assert "GitHub rejected this token (bad credentials)" in page
+    assert "could not be reached" not in page
     assert SECRET_TOKEN not in page
     assert not GitHubConnection.objects.filter(team=team).exists()
 

@@ -82,7 +82,10 @@ def test_start_with_another_teams_repository_is_refused_and_enqueues_nothing(
     assert not PipelineRun.objects.exists()
     assert not Repository.objects.filter(selected=True).exists()
     # The user's ticks come back with the list, so nothing they chose is lost.
-    assert f"selected={repositories[0].pk}" in page
+    assert (
+        f'<script id="submitted-ids" type="application/json">[{repositories[0].pk}, {foreign.pk}]'
+        in page
+    )
 
 
 def test_start_with_a_malformed_id_is_refused(member_client, team, repositories):
