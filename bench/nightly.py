@@ -25,6 +25,7 @@ import argparse
 import contextlib
 import datetime
 import json
+import math
 import multiprocessing
 import os
 import signal
@@ -274,7 +275,9 @@ def run_benchmark(url: str, args) -> dict:
             demo.send("count")
             before_batch = demo.recv()
 
-            tick = int(time.time())
+            tick = math.ceil(time.time())  # ticks are whole seconds, after the onboardings
+            while time.time() < tick:
+                time.sleep(0.01)
             batch_started = datetime.datetime.fromtimestamp(tick, tz=datetime.UTC)
             load_before = os.getloadavg()[0]
             started = time.perf_counter()

@@ -118,7 +118,7 @@ def load(path: Path = CATALOGUE_PATH) -> Catalogue:
         markers=(),
         vendor_domains=domains,
         noreply_local_parts=tuple(rules.get("noreply_local_parts", ["noreply"])),
-        named_domains={**domains, **named},
+        named_domains=named,
     )
     markers = []
     for raw in data.get("markers", []):

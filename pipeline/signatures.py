@@ -7,15 +7,18 @@ this module holds the rules that apply them, written so that they generalise:
   compared case-insensitively as git does (``co-authored-by:`` is ``Co-Authored-By:``);
 - an e-mail counts when it is a tool's own address, a no-reply address on a vendor's domain, or
   GitHub's noreply address of a known AI app's bot account (``<id>+<app>[bot]@users.noreply...``);
+- a trailer that names the tool with an address on its vendor's domain ("Windsurf
+  <windsurf@codeium.com>") counts, unless the name is also a first name (an employee "Claude");
 - ``Assisted-by:`` (the Linux kernel's trailer for coding assistants) names the tool in its value;
 - "Generated with / by <tool>" footers count at the start of a line, for every catalogue tool.
 
 Guards, one per trap family: people named after tools (e-mails and bot ids are matched, never
-first names; a branch prefix that is the author's own first name does not count), tool names as
-words (whole generated phrases only), AI SDK dependency bumps (text in a dependency bot's PR is
-upstream's release notes, not the bot's own work), "No AI was used" disclosures (they outweigh a
-branch name), and quoted markers (code spans, fenced or indented blocks and ``>`` quotes are
-ignored; trailers only count at the start of a line).
+first names; a branch prefix that is the author's own first name does not count; "Claude
+Monet" in a credit line is a person), tool names as words (whole generated phrases only, and
+word-like names such as "warp" or "cursor" only capitalised in a footer), AI SDK dependency
+bumps (text in a dependency bot's PR is upstream's release notes, not the bot's own work), "No
+AI was used" disclosures (they outweigh a branch name), and quoted markers (code spans, fenced
+or indented blocks and ``>`` quotes are ignored; trailers only count at the start of a line).
 
 A review bot's summary or review is review evidence (``kind="review"``), never authorship.
 ``detect`` is a pure function over plain data (``PRText``) so it is fast and table-testable.
@@ -233,6 +236,8 @@ def email_marker(email: str) -> Marker | None:
     return None
 
 
+# Tool names that are also people's first names: never enough with an address on a vendor domain.
+FIRST_NAMES = frozenset({"claude", "devin", "jules", "amp", "kiro", "junie"})
 # "Windsurf", "Gemini CLI", "aider (gpt-4o)", "Cline Agent": a trailer name that is the tool's.
 _NAME_SUFFIX = r"(?:\s+(?:agent|ai|cli|assistant|bot|code assist))?(?:\s*\([^)]*\))?"
 
@@ -243,7 +248,13 @@ def named_vendor_marker(name: str, email: str) -> Marker | None:
     tool = CATALOGUE.named_domains.get(domain)
     if tool is None:
         return None
-    aliases = [a for t in CATALOGUE.tools if t.name == tool for a in (*t.aliases, t.name.lower())]
+    aliases = [
+        a
+        for t in CATALOGUE.tools
+        if t.name == tool
+        for a in (*t.aliases, t.name.lower())
+        if a not in FIRST_NAMES
+    ]
     if not any(re.fullmatch(re.escape(a) + _NAME_SUFFIX, name.strip(), re.I) for a in aliases):
         return None
     return Marker(tool, "trailer", "authorship", "email", email, "co-author trailer", "rules")

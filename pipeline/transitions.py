@@ -390,7 +390,11 @@ def supersede_stage_job(
             if lost_count > settings.PIPELINE_STAGE_MAX_RETRIES:
                 _fail_run(team, run, give_up_message, now)
                 return "given_up"
-        run.current_job_id = queue.defer_stage(stage, run_id=run.pk)
+        # Ahead of fresh work: the stage was already running when its worker died, so it must
+        # not wait behind a backlog of newer jobs (kill -> running again in seconds).
+        run.current_job_id = queue.defer_stage(
+            stage, run_id=run.pk, priority=settings.PIPELINE_RESCUED_JOB_PRIORITY
+        )
         run.save(update_fields=["current_job_id"])
         notify.publish(team_id=team.pk, run_id=run.pk, status=stage, event="stage_rescued")
         return "superseded"

@@ -230,6 +230,19 @@ LOGGING = {
     },
 }
 
+# --- HTTPS hardening (web) -----------------------------------------------------------------
+# With DEBUG off: cookies only over HTTPS, and HSTS (a year by default; HSTS_SECONDS=0 turns it
+# off, e.g. behind a proxy that sets it itself). Behind a TLS-terminating proxy, set
+# SECURE_PROXY_SSL_HEADER_NAME (e.g. HTTP_X_FORWARDED_PROTO) so Django knows a request was HTTPS.
+SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", not DEBUG)
+CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", not DEBUG)
+SECURE_HSTS_SECONDS = 0 if DEBUG else int(os.environ.get("HSTS_SECONDS", "31536000"))
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("HSTS_INCLUDE_SUBDOMAINS", False)
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+if os.environ.get("SECURE_PROXY_SSL_HEADER_NAME"):
+    SECURE_PROXY_SSL_HEADER = (os.environ["SECURE_PROXY_SSL_HEADER_NAME"], "https")
+
 # --- Pipeline ------------------------------------------------------------------------------
 # "stage=dotted.path,stage=dotted.path": replace stage functions (used by the engine's tests).
 PIPELINE_STAGE_OVERRIDES = dict(
@@ -259,6 +272,10 @@ PIPELINE_JOB_RETENTION_DAYS = float(os.environ.get("PIPELINE_JOB_RETENTION_DAYS"
 # When the deletion runs. Five fields: minute 17 of every hour. (A sixth field would be SECONDS,
 # last, in procrastinate: "*/15 * * * * *" means every second of minutes 0, 15, 30 and 45.)
 PIPELINE_RETENTION_CRON = os.environ.get("PIPELINE_RETENTION_CRON", "17 * * * *")
+# A rescued stage's new job runs before any queued stage job (procrastinate fetches the highest
+# priority first; onboarding jobs have 0, nightly ones NIGHTLY_JOB_PRIORITY): it was running
+# when its worker died and must not wait behind the backlog.
+PIPELINE_RESCUED_JOB_PRIORITY = int(os.environ.get("PIPELINE_RESCUED_JOB_PRIORITY", "10"))
 
 # --- Nightly batch (ops) ---------------------------------------------------------------------
 # When the batch starts. Five fields, minutes first: "0 2 * * *" is 02:00 UTC every day. (A

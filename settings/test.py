@@ -23,3 +23,7 @@ GITHUB_API_URL = os.environ.get("TEST_GITHUB_API_URL", "http://127.0.0.1:9")
 TOKEN_ENCRYPTION_KEY = "0Qk3dFhSx1e8Yq0VqUf7vXo9s2J1mZr5cA4bT6nW8Lg="
 PIPELINE_RETRY_BASE_SECONDS = int(os.environ.get("PIPELINE_RETRY_BASE_SECONDS", "0"))
 WHITENOISE_AUTOREFRESH = True
+
+# Tests serve plain HTTP on 127.0.0.1 (browser tests included): cookies marked Secure would not
+# come back. tests/test_hardening.py checks the shipped production values in a subprocess.
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = False

@@ -28,7 +28,7 @@ from onboarding.github import BROKEN_CONNECTION_MESSAGE, GitHubError, client_for
 from onboarding.models import GitHubConnection, Repository
 from pipeline import scope, signals
 from pipeline.errors import RescheduleStage, StageError
-from pipeline.github_graphql import PullRequestPager, parse_datetime
+from pipeline.github_graphql import PageSize, PullRequestPager, parse_datetime
 from pipeline.models import (
     PipelineRun,
     PullRequest,
@@ -85,6 +85,9 @@ SKIP_REASONS = {
     GitHubError.NOT_FOUND: "not found",
     GitHubError.FORBIDDEN: "access denied (the organisation may require SSO authorisation)",
 }
+
+# A nightly run's first page per repository (it grows to GitHub's 100 while pages are full).
+NIGHTLY_FIRST_PAGE_SIZE = 10
 
 # Keys of run.progress this stage owns besides the displayed counters.
 DONE_KEY = "synced_repository_ids"
@@ -216,6 +219,10 @@ def _sync_repository(
     prs_by_repository: dict[str, int],
 ) -> int:
     owner, _, name = repository.full_name.partition("/")
+    if run.kind == RunKind.NIGHTLY and repository.last_synced_at is not None:
+        # Few PRs change overnight: ask for a small first page (the stop at the last sync is
+        # usually on it) and double while pages come back full of changes.
+        pager.page_size = PageSize(current=NIGHTLY_FIRST_PAGE_SIZE, grow_after=1)
     before = sum(prs_by_repository.values()) - prs_by_repository.get(str(repository.pk), 0)
     synced = 0
     cursor: str | None = None

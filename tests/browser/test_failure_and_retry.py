@@ -52,6 +52,7 @@ def test_failed_sync_shows_the_reason_live_and_retry_resumes(
     fetch_error = page.locator(".fetch-error")
     fetch_error.wait_for(state="visible")
     assert "reconnect GitHub" in fetch_error.inner_text()
+    assert "could not be reached" not in fetch_error.inner_text()
     screenshot("10-repositories-fetch-failed")
     demo.unauthorized(False)
     fetch_error.locator("text=Retry").click()
@@ -69,7 +70,12 @@ def test_failed_sync_shows_the_reason_live_and_retry_resumes(
         error.wait_for(state="visible", timeout=60_000)
     except Exception:
         pytest.fail(f"no failure shown\n{worker.log()[-3000:]}")
-    assert "reconnect GitHub" in error.inner_text()
+    assert "GitHub rejected the team's token" in error.inner_text()
+    # The failure leads somewhere: a visible link to the connection page, next to Retry.
+    reconnect = error.locator("[data-reconnect]")
+    assert reconnect.is_visible()
+    assert reconnect.get_attribute("href") == "/github/"
+    assert page.locator(".pipeline-progress__error .member-only").is_hidden()
     assert page.locator("[data-stage=syncing]").get_attribute("data-state") == "failed"
     # The failure arrived live, on the page as it was first loaded.
     assert page.evaluate("window.__sameDocument") == "yes"

@@ -110,6 +110,14 @@ def test_sign_up_to_dashboard_with_live_progress(
         time.sleep(0.05)
     else:
         pytest.fail(f"the pipeline did not complete; states seen: {seen}\n{worker.log()[-3000:]}")
+    # The finished state, reached live: the stepper on "Insights", the heading changed, and
+    # the page stays (it does not navigate by itself; the README says so).
+    page.wait_for_function("document.getElementById('progress-page').dataset.finished === 'true'")
+    assert page.inner_text("#progress-steps .steps li.current") == "Insights"
+    assert page.locator("#progress-steps .steps li.done").count() == 3
+    assert page.inner_text("#progress-heading") == "Insights ready for Compilers"
+    assert page.title().startswith("Insights ready")
+    assert page.locator("[data-cancel]").count() == 0
     screenshot("06-progress-complete")
     # Still the same document: every change arrived through the stream, not a reload.
     assert page.evaluate("window.__sameDocument") == "yes"

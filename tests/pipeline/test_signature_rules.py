@@ -303,3 +303,13 @@ def test_a_trailer_naming_the_tool_on_its_vendors_domain_counts(trailer, tool):
 )
 def test_a_person_on_a_vendors_domain_is_not_the_tool(trailer):
     assert not settles(detect(PRText(commits=(commit(f"Fix\n\n{trailer}"),))))
+
+
+def test_an_employee_named_after_the_tool_on_the_vendors_domain_is_a_person():
+    pr = PRText(
+        commits=(
+            commit(author_name="Claude", author_email="claude@anthropic.com"),
+            commit("Fix\n\nCo-authored-by: Devin <devin@cognition.ai>"),
+        )
+    )
+    assert not settles(detect(pr))

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
+from onboarding.demo_github.dataset import DEFAULT_PR_COUNT, build_dataset
 from onboarding.demo_github.server import DEFAULT_TOKEN, DemoGitHubServer
 
 
@@ -19,11 +21,24 @@ class Command(BaseCommand):
         parser.add_argument("--port", type=int, default=8765)
         parser.add_argument("--token", default=DEFAULT_TOKEN, help="the token clients must send")
         parser.add_argument("--prs", type=int, default=None, help="number of PRs to generate")
+        parser.add_argument(
+            "--extra-repositories",
+            type=int,
+            default=int(os.environ.get("DEMO_GITHUB_EXTRA_REPOSITORIES", "0")),
+            help="more organisation repositories without PRs (a large organisation for the "
+            "picker; DEMO_GITHUB_EXTRA_REPOSITORIES)",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
+        dataset = None
+        if options["extra_repositories"]:
+            dataset = build_dataset(
+                pr_count=options["prs"] or DEFAULT_PR_COUNT,
+                extra_repositories=options["extra_repositories"],
+            )
         extra = {"pr_count": options["prs"]} if options["prs"] else {}
         server = DemoGitHubServer(
-            options["host"], options["port"], tokens=(options["token"],), **extra
+            options["host"], options["port"], tokens=(options["token"],), dataset=dataset, **extra
         )
         stopped = threading.Event()
 

@@ -10,6 +10,7 @@ DATABASE_URL (or the embedded server's URL), so they all use the same database s
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import signal
 import subprocess
@@ -30,6 +31,21 @@ DEMO_USERNAME = "demo"
 DEMO_PASSWORD = "demo-password"
 # One-shot process types: run to completion before the others start.
 ONE_SHOT_TYPES = {"release"}
+# settings/base.py's fallback while DEBUG is on.
+DEV_SECRET_KEY = "dev-only-insecure-secret-key-not-for-production"
+
+
+def dev_mode() -> bool:
+    return bool(settings.DEBUG) or settings.SECRET_KEY == DEV_SECRET_KEY
+
+
+def is_loopback(host: str) -> bool:
+    if host.strip("[]").lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve to anything
 
 
 def _interrupt(signum, frame) -> None:
@@ -49,8 +65,23 @@ class Command(BaseCommand):
         parser.add_argument(
             "--procfile", default=str(Path(settings.BASE_DIR) / "Procfile"), help="Procfile path"
         )
+        parser.add_argument(
+            "--allow-remote",
+            action="store_true",
+            default=os.environ.get("ALLOW_REMOTE_DEV", "").lower() in {"1", "true", "yes"},
+            help="in embedded dev mode, bind a non-loopback HOST anyway (ALLOW_REMOTE_DEV=true)",
+        )
 
     def handle(self, *args, host: str, port: int, demo_github_port: int, procfile: str, **opts):
+        if dev_mode() and not is_loopback(host) and not opts.get("allow_remote"):
+            # DEBUG pages, a published SECRET_KEY and the demo / demo-password login: nothing
+            # anyone else on the network should reach.
+            raise CommandError(
+                f"Refusing to listen on {host}: in embedded dev mode (DEBUG on, the dev "
+                "SECRET_KEY, the demo / demo-password login) tformance binds loopback only. "
+                "Use HOST=127.0.0.1, or pass --allow-remote (ALLOW_REMOTE_DEV=true) if you "
+                "really mean it."
+            )
         types = read_procfile(Path(procfile))
         if not any(t.name == "web" for t in types):
             raise CommandError(f"{procfile} has no 'web' process type")

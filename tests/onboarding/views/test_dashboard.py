@@ -253,3 +253,45 @@ def dashboard_evidence(hits):
     from pipeline.models import AIVerdict
 
     return evidence_of(AIVerdict(signature_hits=[h.as_json() for h in hits]))
+
+
+def test_insights_refer_only_to_columns_the_dashboard_shows(member_client, team, completed):
+    from pipeline import insight_rules
+
+    slower = insight_rules.TeamFacts(
+        prs=40,
+        cycle_ai_prs=20,
+        cycle_human_prs=20,
+        ai_cycle_median_hours=30.0,
+        human_cycle_median_hours=10.0,
+    )
+    faster = insight_rules.TeamFacts(
+        prs=40,
+        cycle_ai_prs=20,
+        cycle_human_prs=20,
+        ai_cycle_median_hours=5.0,
+        human_cycle_median_hours=10.0,
+    )
+    for position, facts in enumerate((slower, faster)):
+        draft = insight_rules.ai_cycle_time(facts)
+        Insight.objects.create(
+            team=team,
+            run=completed,
+            kind=draft.kind,
+            headline=draft.headline,
+            detail=draft.detail,
+            position=position,
+        )
+    add_pr(team, Repository.objects.filter(team=team).first(), 1)
+    page = member_client.get(reverse("dashboard")).content.decode()
+    headers = re.findall(r"<th>([^<]+)</th>", page)
+    details = re.findall(r'<article class="card insight[^"]*">.*?<p>([^<]+)</p>', page, flags=re.S)
+    assert len(details) == 2
+    mentioned = {
+        column
+        for detail in details
+        for column in re.findall(r"the (\w[\w ]*?) column of the pull-request table", detail)
+    }
+    assert mentioned == {"Review rounds", "Size"}
+    assert mentioned <= set(headers)
+    assert "review columns" not in page
