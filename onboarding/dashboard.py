@@ -38,14 +38,14 @@ def team_weeks(team: Team, scope: Scope | None = None) -> list[WeeklyMetric]:
     scope's first week on."""
     rows = WeeklyMetric.objects.filter(team=team, member_login="")
     if scope is not None:
-        rows = rows.filter(week_start__gte=scope.first_week)
+        rows = rows.filter(run=scope.run, week_start__gte=scope.first_week)
     return list(rows.order_by("week_start"))
 
 
 def headline_numbers(scope: Scope) -> dict:
     """What the top of the dashboard says in words: the scope's totals (``pipeline.scope``),
     the same counts the e-mail, the insights and the status JSON state."""
-    totals = scope.totals()
+    totals = scope.frozen_totals()
     return {
         "prs_total": totals.prs,
         "prs_merged": totals.merged,

@@ -54,6 +54,9 @@ class GitHubConnection(models.Model):
     api_url = models.URLField(max_length=500)
     account_login = models.CharField(max_length=200)
     connected_at = models.DateTimeField(auto_now=True)
+    # When GitHub's repository listing was last fetched for this connection (the picker
+    # re-uses it for a few minutes); the repositories it listed carry the same listed_at.
+    repositories_listed_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         verbose_name = "GitHub connection"
@@ -77,6 +80,8 @@ class Repository(models.Model):
     default_branch = models.CharField(max_length=200, blank=True, default="")
     selected = models.BooleanField(default=False)
     last_synced_at = models.DateTimeField(null=True, blank=True)
+    # The connection's listing that last included this repository (see GitHubConnection).
+    listed_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         constraints = [

@@ -20,6 +20,7 @@ import json
 from functools import cached_property
 
 from django.contrib import admin, messages
+from django.core.exceptions import EmptyResultSet
 from django.core.paginator import Paginator
 from django.db import connection
 from django.db.models import (
@@ -71,7 +72,10 @@ class EstimatedCountPaginator(Paginator):
     @cached_property
     def count(self) -> int:
         compiler = self.object_list.query.get_compiler(using=self.object_list.db)
-        sql, params = compiler.as_sql()
+        try:
+            sql, params = compiler.as_sql()
+        except EmptyResultSet:  # e.g. the Stalled filter when nothing is stalled
+            return 0
         with connection.cursor() as cursor:
             cursor.execute("EXPLAIN (FORMAT JSON) " + sql, params)
             plan = cursor.fetchone()[0]

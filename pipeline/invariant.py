@@ -9,8 +9,9 @@ One transient is tolerated: the job of a stage that just handed off (or failed, 
 may still show ``doing`` between our commit and procrastinate recording the job's end. The
 history row of that very execution (job id and procrastinate's attempts counter) is then already
 finished, and that is exactly what the query allows; a retry or a rescue of the same job (same
-id, higher counter) is a live job again. The completion
-e-mail is an outbox job, not a stage job, and is not part of this check.
+id, higher counter) is a live job again. A job of a run that ``cancel_pipeline`` or
+``restart_pipeline`` ended was asked to abort in that same transaction and is not live either.
+The completion e-mail is an outbox job, not a stage job, and is not part of this check.
 """
 
 from __future__ import annotations
@@ -33,6 +34,9 @@ live_job AS (
       JOIN stage_task st ON st.task_name = job.task_name
       LEFT JOIN pipeline_pipelinerun run ON run.id = (job.args ->> 'run_id')::bigint
      WHERE job.status IN ('todo', 'doing')
+       -- a job of a run that cancel/restart ended: it was asked to abort in the same
+       -- transaction, and when it runs it does nothing (begin_stage: not current)
+       AND NOT (job.abort_requested AND run.state IS DISTINCT FROM 'running')
        -- the tolerated transient: a doing job whose current execution (same job id, same
        -- procrastinate attempts counter: retries reuse the id and bump the counter) is
        -- already recorded as finished

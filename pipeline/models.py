@@ -212,9 +212,15 @@ class AIVerdict(models.Model):
 
 
 class WeeklyMetric(models.Model):
-    """One ISO week (Monday start) of one team, or of one member when member_login is set."""
+    """One ISO week (Monday start) of one team, or of one member when member_login is set, as
+    computed by one run's metrics stage. A team keeps the rows of its latest completed run
+    (what the dashboard shows) next to those of the run in progress, until that one
+    completes (pipeline.scope)."""
 
     team = models.ForeignKey("onboarding.Team", on_delete=models.CASCADE, related_name="+")
+    run = models.ForeignKey(
+        PipelineRun, on_delete=models.CASCADE, null=True, blank=True, related_name="+"
+    )
     week_start = models.DateField()
     member_login = models.CharField(max_length=200, blank=True, default="")
     prs_opened = models.PositiveIntegerField(default=0)
@@ -235,7 +241,7 @@ class WeeklyMetric(models.Model):
     class Meta:
         constraints = [
             models.UniqueConstraint(
-                fields=["team", "week_start", "member_login"], name="weekly_metric_unique"
+                fields=["run", "week_start", "member_login"], name="weekly_metric_unique_per_run"
             )
         ]
         ordering = ["week_start"]

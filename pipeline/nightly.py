@@ -60,12 +60,16 @@ class FanOutStep:
         return self.remaining == 0
 
 
-def onboarded_teams():
-    """Teams whose onboarding completed once: the batch's population."""
+def onboarded_teams(before: datetime.datetime):
+    """Teams whose onboarding had completed by ``before``: the batch's population (a team that
+    onboards during the batch has fresh data already)."""
     return Team.objects.filter(
         Exists(
             PipelineRun.objects.filter(
-                team=OuterRef("pk"), kind=RunKind.ONBOARDING, state=PipelineRun.State.COMPLETE
+                team=OuterRef("pk"),
+                kind=RunKind.ONBOARDING,
+                state=PipelineRun.State.COMPLETE,
+                finished_at__lt=before,
             )
         )
     )
@@ -74,7 +78,7 @@ def onboarded_teams():
 def waiting_teams(batch_started: datetime.datetime):
     """Onboarded teams with no nightly run yet in the batch that began at ``batch_started``."""
     return (
-        onboarded_teams()
+        onboarded_teams(batch_started)
         .exclude(
             Exists(
                 PipelineRun.objects.filter(

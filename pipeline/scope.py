@@ -18,6 +18,10 @@ Definitions (named on screen the same way):
   inside the window.
 - "Merged" means merged inside the window; "AI share" is always the AI-assisted share of
   merged PRs: AI-assisted PRs merged in the window divided by all PRs merged in the window.
+- Frozen per run: the metrics stage writes the run's weekly rows and its totals together
+  (``run.summary["totals"]``); the dashboard reads the latest completed run's rows, totals and
+  insights, so a run in progress (a nightly sync, a rescore changing verdicts) moves nothing on
+  screen until it completes. Only the PR table reads the PRs live (their latest verdicts).
 """
 
 from __future__ import annotations
@@ -121,6 +125,19 @@ class Scope:
         )
         return Totals(prs=counts["prs"], merged=counts["merged"], ai_merged=counts["ai_merged"])
 
+    def frozen_totals(self) -> Totals:
+        """The totals the run's metrics stage recorded with its weekly rows (so a later run
+        re-scoring verdicts does not move the headline before it completes); counted now for
+        a run that has none."""
+        recorded = (self.run.summary or {}).get("totals")
+        if not isinstance(recorded, dict):
+            return self.totals()
+        return Totals(
+            prs=int(recorded.get("pull_requests") or 0),
+            merged=int(recorded.get("merged") or 0),
+            ai_merged=int(recorded.get("ai_assisted_merged") or 0),
+        )
+
     def repository_names(self) -> list[str]:
         from onboarding.models import Repository
 
@@ -138,7 +155,7 @@ class Scope:
             "window_start": self.start.isoformat(),
             "window_end": self.end.isoformat(),
             "first_week": self.first_week.isoformat(),
-            **self.totals().as_json(),
+            **self.frozen_totals().as_json(),
         }
 
 

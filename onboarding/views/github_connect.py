@@ -65,6 +65,8 @@ def _save_connection(team: Team, *, kind: str, token: str, api_url: str) -> GitH
             "encrypted_token": crypto.encrypt_token(token),
             "api_url": api_url,
             "account_login": login,
+            # Another account may see other repositories: list them afresh.
+            "repositories_listed_at": None,
         },
     )
     logger.info("team %s connected GitHub as %s (%s)", team.pk, login, kind)

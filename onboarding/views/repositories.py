@@ -7,9 +7,10 @@ Large organisations (thousands of repositories):
   2,000 repositories is one field, far below ``DATA_UPLOAD_MAX_NUMBER_FIELDS``. Plain
   ``repository`` fields are still read when the script did not run.
 - The listing is fetched from GitHub (every page) at most once per ``LISTING_CACHE_SECONDS``
-  per connection: the ids of what GitHub listed are cached (Django's cache), the rows are the
-  team's stored repositories. A new token (``connected_at`` changes) or the Refresh button
-  fetches again. A refused submit re-renders from the cache, not from GitHub.
+  per connection: the connection records when (``repositories_listed_at``) and the listed
+  repositories carry the same ``listed_at``, so any web process can serve it again from the
+  database. A new token (the connection's listing time is reset) or the Refresh button
+  fetches again. A refused submit re-renders from the stored listing, not from GitHub.
 - Filter, select-all and the count run in the browser over the rendered checkboxes.
 """
 
@@ -18,9 +19,10 @@ from __future__ import annotations
 import logging
 
 from django.contrib.auth.decorators import login_required
-from django.core.cache import cache
+from django.db import transaction
 from django.http import HttpResponse
 from django.shortcuts import redirect, render
+from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods
 
 from onboarding import crypto, github
@@ -45,10 +47,6 @@ def submitted_ids(request: AuthenticatedHttpRequest) -> list[str]:
     if compact is not None:
         return [value.strip() for value in compact.split(",") if value.strip()]
     return request.POST.getlist("repository")
-
-
-def _listing_key(connection: GitHubConnection) -> str:
-    return f"repository-listing:{connection.pk}:{connection.connected_at.timestamp()}"
 
 
 @login_required
@@ -84,15 +82,23 @@ def select_repositories(request: AuthenticatedHttpRequest) -> HttpResponse:
 
 
 def _listed_repositories(connection: GitHubConnection, *, refresh: bool) -> list[Repository]:
-    """What GitHub lists for the connection, from the cache when it is fresh."""
-    key = _listing_key(connection)
-    ids = None if refresh else cache.get(key)
-    if ids is not None:
-        return list(Repository.objects.filter(team_id=connection.team_id, pk__in=ids))
+    """What GitHub lists for the connection, re-used while the last listing is fresh. The
+    freshness lives in the database (not a per-process cache), so every web process and the
+    Refresh button agree."""
+    listed_at = connection.repositories_listed_at
+    now = timezone.now()
+    fresh = listed_at is not None and (now - listed_at).total_seconds() < LISTING_CACHE_SECONDS
+    if fresh and not refresh:
+        return list(Repository.objects.filter(team_id=connection.team_id, listed_at=listed_at))
     infos = github.list_repositories(connection)
-    # Only what GitHub lists now: a repository the token lost access to is not offered.
-    repositories = github.save_repositories(connection.team, infos)
-    cache.set(key, [repository.pk for repository in repositories], LISTING_CACHE_SECONDS)
+    with transaction.atomic():
+        # Only what GitHub lists now: a repository the token lost access to is not offered.
+        repositories = github.save_repositories(connection.team, infos)
+        Repository.objects.filter(pk__in=[r.pk for r in repositories]).update(listed_at=now)
+        # Not when the token was replaced meanwhile (connected_at moved): its listing is new.
+        GitHubConnection.objects.filter(
+            pk=connection.pk, connected_at=connection.connected_at
+        ).update(repositories_listed_at=now)
     return repositories
 
 

@@ -32,7 +32,7 @@ def email_context(run: PipelineRun) -> dict:
     the dashboard counts them (the e-mail is written for the run that just completed, which is
     the one the dashboard then shows)."""
     scope = Scope.of_run(run)
-    totals = scope.totals()
+    totals = scope.frozen_totals()
     insights = list(Insight.objects.filter(run=run).order_by("position", "id")[: 1 + MORE_INSIGHTS])
     return {
         "team": run.team,

@@ -4,9 +4,9 @@ in PostgreSQL (one row each, never the PRs themselves), runs the rules of
 
 The facts cover the same PRs as the metrics stage: the run's scope (``pipeline.scope``: its
 repositories, PRs opened or merged in its window; merged means merged in the window). Like the
-weekly rows, the insights describe the team's latest run: computing them replaces the team's
-previous insights (of this run or an earlier one) in one transaction, so readers never see half
-a set or two runs' insights side by side. Each insight keeps its run for reference.
+weekly rows, each set of insights belongs to its run: computing them replaces the team's
+previous insights in one transaction, except those of the latest completed run, which the
+dashboard shows (filtered by run) until this run completes.
 """
 
 from __future__ import annotations
@@ -84,11 +84,16 @@ def _midnight(day: datetime.date) -> datetime.datetime:
 
 
 def gather_facts(
-    team_id: int, repository_ids: list[int], window_start: datetime.datetime | None = None
+    team_id: int,
+    repository_ids: list[int],
+    window_start: datetime.datetime | None = None,
+    run_id: int | None = None,
 ) -> TeamFacts:
     """The team's facts: sums of the weekly rows written by the metrics stage, and one-row
     aggregates for what weekly medians cannot be combined into (medians over many weeks)."""
     weeks = WeeklyMetric.objects.filter(team_id=team_id, member_login="")
+    if run_id is not None:
+        weeks = weeks.filter(run_id=run_id)
     facts = TeamFacts(weeks=weeks.count())
     facts.last_week = weeks.order_by("-week_start").values_list("week_start", flat=True).first()
     if facts.last_week is None:
@@ -140,11 +145,16 @@ def gather_facts(
 
 def run(run: PipelineRun) -> dict:
     facts = gather_facts(
-        run.team_id, [int(pk) for pk in run.repository_ids], scope.window_start(run)
+        run.team_id, [int(pk) for pk in run.repository_ids], scope.window_start(run), run.pk
     )
     drafts = insight_rules.build_insights(facts)
+    shown = scope.latest_completed_run(run.team_id)
     with transaction.atomic():
-        Insight.objects.filter(team_id=run.team_id).delete()
+        # The latest completed run's insights stay on the dashboard until this run completes.
+        stale = Insight.objects.filter(team_id=run.team_id)
+        if shown is not None and shown.pk != run.pk:
+            stale = stale.exclude(run_id=shown.pk)
+        stale.delete()
         Insight.objects.bulk_create(
             Insight(
                 team_id=run.team_id,

@@ -32,6 +32,7 @@ into Python, so memory does not grow with the number of PRs.
 from __future__ import annotations
 
 import datetime
+import json
 
 from django.db import connection, transaction
 
@@ -142,9 +143,11 @@ keys AS (
     UNION
     SELECT week, member_login FROM active WHERE member_login <> ''
 )
-INSERT INTO pipeline_weeklymetric (team_id, week_start, member_login, {", ".join(METRIC_COLUMNS)})
+INSERT INTO pipeline_weeklymetric
+    (team_id, run_id, week_start, member_login, {", ".join(METRIC_COLUMNS)})
 SELECT
     %(team_id)s,
+    %(run_id)s,
     k.week,
     k.member_login,
     COALESCE(o.prs_opened, 0),
@@ -165,17 +168,25 @@ FROM keys k
 LEFT JOIN opened o USING (week, member_login)
 LEFT JOIN merged m USING (week, member_login)
 LEFT JOIN reviewed r USING (week, member_login)
-ON CONFLICT (team_id, week_start, member_login) DO UPDATE SET
+ON CONFLICT (run_id, week_start, member_login) DO UPDATE SET
     {", ".join(f"{column} = EXCLUDED.{column}" for column in METRIC_COLUMNS)}
 RETURNING id, member_login = '' AS is_team_row
 """
 
 
 def compute_weekly_metrics(
-    team_id: int, repository_ids: list[int], window_start: datetime.datetime | None = None
+    team_id: int,
+    repository_ids: list[int],
+    window_start: datetime.datetime | None = None,
+    run_id: int | None = None,
 ) -> dict[str, int]:
-    """Replace the team's weekly rows with those of ``repository_ids`` from ``window_start``
-    on (every PR when None: the rows then start at the first active week); return the counts."""
+    """Write ``run_id``'s weekly rows for ``repository_ids`` from ``window_start`` on (every PR
+    when None: the rows then start at the first active week); return the counts.
+
+    The team's other rows are deleted in the same transaction, except those of its latest
+    completed run: the dashboard shows them until this run completes (pipeline.scope)."""
+    shown = scope.latest_completed_run(team_id)
+    keep_run_id = shown.pk if shown is not None and shown.pk != run_id else None
     with transaction.atomic(), connection.cursor() as cursor:
         # Sorting for the ordered-set aggregates stays in memory for large teams; SET LOCAL
         # ends with this transaction and never leaks to the next user of the connection.
@@ -184,6 +195,7 @@ def compute_weekly_metrics(
             UPSERT_WEEKS_SQL,
             {
                 "team_id": team_id,
+                "run_id": run_id,
                 "repository_ids": list(repository_ids),
                 "window_start": window_start or datetime.datetime(1970, 1, 5, tzinfo=datetime.UTC),
                 "first_week": scope.week_of(window_start) if window_start else None,
@@ -191,20 +203,32 @@ def compute_weekly_metrics(
         )
         rows = cursor.fetchall()
         kept_ids = [row_id for row_id, _ in rows]
-        # Weeks (or members) the current selection no longer produces: e.g. a repository was
-        # deselected. Same transaction, so readers never see a half-replaced table.
+        # Weeks (or members) this run no longer produces (e.g. a re-run after a repository was
+        # deselected), and rows of runs nobody shows. Same transaction, so readers never see
+        # a half-replaced set.
         cursor.execute(
-            "DELETE FROM pipeline_weeklymetric WHERE team_id = %s AND NOT (id = ANY(%s))",
-            [team_id, kept_ids],
+            "DELETE FROM pipeline_weeklymetric WHERE team_id = %s AND NOT (id = ANY(%s))"
+            " AND run_id IS DISTINCT FROM %s",
+            [team_id, kept_ids, keep_run_id],
         )
         deleted = cursor.rowcount
+        # The totals the dashboard's headline and the e-mail state, frozen with these rows: a
+        # later run re-scoring verdicts does not move them while it is in progress.
+        if run_id is not None:
+            run = PipelineRun.objects.get(pk=run_id)
+            totals = scope.Scope.of_run(run).totals().as_json()
+            cursor.execute(
+                "UPDATE pipeline_pipelinerun SET summary = summary || jsonb_build_object("
+                "'totals', %s::jsonb) WHERE id = %s",
+                [json.dumps(totals), run_id],
+            )
     weeks = sum(1 for _, is_team_row in rows if is_team_row)
     return {"weeks": weeks, "member_weeks": len(rows) - weeks, "rows_deleted": deleted}
 
 
 def run(run: PipelineRun) -> dict:
     counts = compute_weekly_metrics(
-        run.team_id, [int(pk) for pk in run.repository_ids], scope.window_start(run)
+        run.team_id, [int(pk) for pk in run.repository_ids], scope.window_start(run), run.pk
     )
     progress.report(run, weeks_computed=counts["weeks"])
     return counts

@@ -78,6 +78,15 @@ def test_the_stalled_filter_lists_only_jobs_whose_worker_is_dead(staff_client):
     assert shown == [ids[dead.pk]]
 
 
+def test_the_stalled_filter_with_nothing_stalled_is_an_empty_list(staff_client):
+    make_teams(2)
+
+    response = staff_client.get(reverse(CHANGELIST), {"liveness": "stalled"})
+
+    assert response.status_code == 200
+    assert list(response.context["cl"].result_list) == []
+
+
 def test_filters_by_team_and_stage(staff_client):
     first, second = make_teams(2)
     finish_stages(second, [PipelineStatus.SYNCING])
@@ -252,6 +261,7 @@ def test_the_team_page_shows_the_run_history_with_stage_timings(staff_client, te
 def test_admin_labels_read_correctly(staff_client):
     page = staff_client.get(reverse("admin:index")).content.decode()
 
+    assert reverse("operations") in page  # the front page links the live operations page
     assert "E-mail outboxes" in page
     assert "GitHub connections" in page
     assert "Email outboxs" not in page and "Git hub" not in page

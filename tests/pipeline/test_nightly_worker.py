@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import datetime
+import math
 import time
 
 import pytest
@@ -46,8 +47,11 @@ def all_quick() -> dict[str, str]:
 
 
 def begin_batch() -> datetime.datetime:
-    """What the 02:00 tick does, now (the schedule itself is tested in test_nightly.py)."""
-    tick = int(time.time())
+    """What the 02:00 tick does, at the next whole second (ticks are whole seconds, and a team
+    is in the batch when its onboarding finished before the tick). The schedule itself is
+    tested in test_nightly.py."""
+    tick = math.ceil(time.time())
+    wait_for(lambda: time.time() >= tick, timeout=2, interval=0.01)
     nightly.start_batch(tick)
     return datetime.datetime.fromtimestamp(tick, tz=datetime.UTC)
 

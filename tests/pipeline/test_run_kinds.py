@@ -223,3 +223,17 @@ def test_restart_of_a_failed_nightly_run_is_a_new_nightly_run(onboarded):
 def test_restart_refuses_a_team_that_never_started(team):
     with pytest.raises(PipelineNotRetryable):
         transitions.restart_pipeline(team)
+
+
+@pytest.mark.django_db
+def test_cancel_of_a_job_taken_but_not_yet_begun_leaves_no_drift(team, repositories):
+    run = transitions.start_pipeline(team, [repositories[0].pk])
+    with connection.cursor() as cursor:  # a worker fetched the job; begin_stage not yet run
+        cursor.execute("UPDATE procrastinate_jobs SET status = 'doing' RETURNING id")
+        (job_id,) = cursor.fetchone()
+
+    transitions.cancel_pipeline(team, reason="wrong repositories")
+
+    assert find_drift() == []
+    # When the worker gets to it, the stage does nothing.
+    assert transitions.begin_stage(run.pk, PipelineStatus.SYNCING, job_id=job_id) is None

@@ -131,6 +131,7 @@ class _Runner:
             self.rescue_executor.shutdown(wait=False, cancel_futures=True)
 
     async def _run_workers(self) -> None:
+        app.perform_import_paths()  # as app.run_worker_async does (PROCRASTINATE_IMPORT_PATHS)
         backoff = 0.5
         while not self.stop_requested.is_set():
             execution.STOPPING.clear()

@@ -11,7 +11,6 @@ from urllib.parse import parse_qs
 
 import pytest
 from django.contrib.auth import get_user_model
-from django.core.cache import cache
 from django.test import Client
 from procrastinate.contrib.django.models import ProcrastinateJob
 
@@ -19,14 +18,6 @@ from onboarding import crypto
 from onboarding.models import GitHubConnection, Membership, Repository, Team
 
 SECRET_TOKEN = "ghp_S3cretTokenThatMustNeverBeRendered0001"
-
-
-@pytest.fixture(autouse=True)
-def _fresh_cache() -> Iterator[None]:
-    """The repository listing is cached per connection: no test sees another's."""
-    cache.clear()
-    yield
-    cache.clear()
 
 
 @pytest.fixture
@@ -53,6 +44,7 @@ def connect(team: Team, api_url: str, token: str = SECRET_TOKEN, login: str = "o
             "encrypted_token": crypto.encrypt_token(token),
             "api_url": api_url,
             "account_login": login,
+            "repositories_listed_at": None,
         },
     )
 

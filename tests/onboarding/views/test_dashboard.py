@@ -54,10 +54,12 @@ def completed(team, repositories) -> PipelineRun:
     return complete_run(team, repositories)
 
 
-def add_weeks(team: Team, count: int) -> list[WeeklyMetric]:
+def add_weeks(team: Team, count: int, run: PipelineRun | None = None) -> list[WeeklyMetric]:
+    """Weekly rows of ``run`` (the metrics stage writes them per run)."""
     return [
         WeeklyMetric.objects.create(
             team=team,
+            run=run,
             week_start=MONDAY + datetime.timedelta(weeks=i),
             prs_opened=10 + i,
             prs_merged=10 + i,
@@ -71,14 +73,14 @@ def add_weeks(team: Team, count: int) -> list[WeeklyMetric]:
 
 
 def test_dashboard_draws_the_three_weekly_charts_as_svg(member_client, team, repositories):
-    complete_run(
+    run = complete_run(
         team,
         repositories,
         started_at=timezone.make_aware(
             datetime.datetime.combine(MONDAY, datetime.time(9)) + datetime.timedelta(days=60)
         ),
     )
-    add_weeks(team, 6)
+    add_weeks(team, 6, run)
     response = member_client.get(reverse("dashboard"))
     page = response.content.decode()
     charts = re.findall(r'<svg class="chart".*?</svg>', page, flags=re.S)
@@ -97,13 +99,46 @@ def test_dashboard_draws_the_three_weekly_charts_as_svg(member_client, team, rep
     assert "Oct 12: Not AI-assisted 10" in merged
 
 
-def test_member_rows_do_not_leak_into_the_team_charts(member_client, team, completed):
-    add_weeks(team, 2)
+def test_member_rows_do_not_leak_into_the_team_charts(member_client, team, repositories):
+    run = complete_run(
+        team,
+        repositories,
+        started_at=timezone.make_aware(
+            datetime.datetime.combine(MONDAY, datetime.time(9)) + datetime.timedelta(days=60)
+        ),
+    )
+    add_weeks(team, 2, run)
     WeeklyMetric.objects.create(
-        team=team, week_start=MONDAY, member_login="ada", prs_merged=999, ai_prs_merged=999
+        team=team,
+        run=run,
+        week_start=MONDAY,
+        member_login="ada",
+        prs_merged=999,
+        ai_prs_merged=999,
     )
     page = member_client.get(reverse("dashboard")).content.decode()
+    assert page.count('<svg class="chart"') == 3
     assert "999" not in page
+
+
+def test_only_the_shown_runs_weeks_are_charted(member_client, team, repositories):
+    started = timezone.make_aware(
+        datetime.datetime.combine(MONDAY, datetime.time(9)) + datetime.timedelta(days=60)
+    )
+    shown = complete_run(team, repositories, started_at=started)
+    add_weeks(team, 2, shown)
+    running = PipelineRun.objects.create(
+        team=team,
+        stage=PipelineStatus.COMPUTING_INSIGHTS,
+        repository_ids=[repositories[0].pk],
+        started_at=started + datetime.timedelta(days=1),
+    )
+    WeeklyMetric.objects.create(
+        team=team, run=running, week_start=MONDAY, prs_merged=777, ai_prs_merged=777
+    )
+    page = member_client.get(reverse("dashboard")).content.decode()
+    assert "Sep 7: AI-assisted 0" not in page  # week 0 of the shown run has no AI PR
+    assert "777" not in page
 
 
 def test_dashboard_without_metrics_says_so_instead_of_empty_charts(member_client, team):

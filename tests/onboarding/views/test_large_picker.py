@@ -13,7 +13,7 @@ from django.urls import reverse
 
 from onboarding.demo_github.dataset import build_dataset, default_now
 from onboarding.demo_github.server import DemoGitHubServer
-from onboarding.models import Repository
+from onboarding.models import GitHubConnection, Repository
 from pipeline.models import PipelineRun
 from tests.onboarding.views.conftest import connect
 
@@ -88,3 +88,17 @@ def test_a_refused_large_selection_comes_back_ticked(member_client, team, large_
     ticked = re.search(r'<script id="submitted-ids" type="application/json">\[([^\]]*)\]', page)
     assert ticked and len(ticked.group(1).split(",")) == len(ids)
     assert "selected=" not in page
+
+
+def test_connecting_again_lists_afresh(member_client, team, large_org, settings):
+    settings.GITHUB_API_URL = large_org.api_url
+    connect(team, large_org.api_url, token=large_org.token)
+    member_client.get(reverse("repository_list"), headers={"HX-Request": "true"})
+    fetched = listing_requests(large_org)
+    # The listing is stored with the connection, not in one process's memory.
+    assert GitHubConnection.objects.get(team=team).repositories_listed_at is not None
+
+    response = member_client.post(reverse("connect_token"), {"token": large_org.token})
+    assert response.status_code == 302
+    member_client.get(reverse("repository_list"), headers={"HX-Request": "true"})
+    assert listing_requests(large_org) > fetched

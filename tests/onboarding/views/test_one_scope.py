@@ -12,7 +12,7 @@ from django.urls import reverse
 
 from onboarding.models import Repository
 from pipeline import transitions
-from pipeline.models import Insight, PipelineRun, WeeklyMetric
+from pipeline.models import AIVerdict, Insight, PipelineRun, WeeklyMetric
 from pipeline.scope import week_of, window_start
 from pipeline.stages import email as email_stage
 from pipeline.stages import insights, metrics
@@ -120,15 +120,24 @@ def test_every_surface_shows_the_latest_runs_counts(member_client, team, six_rep
     assert "echo/service-0" not in shown["page"]  # a repository of the first run only
 
     # The charts: their weekly rows sum to the headline and start at the window's first week.
-    weeks = WeeklyMetric.objects.filter(team=team, member_login="").order_by("week_start")
+    weeks = WeeklyMetric.objects.filter(team=team, run=second, member_login="").order_by(
+        "week_start"
+    )
     assert sum(w.prs_merged for w in weeks) == expected["merged"]
     assert sum(w.ai_prs_merged for w in weeks) == expected["ai_merged"]
     assert weeks.first().week_start == week_of(start)
     first_label = f"{week_of(start):%b} {week_of(start).day}"
     assert f">{first_label}</text>" in shown["page"]
 
-    # The insights: only the second run's, counting the same merged PRs.
-    assert not Insight.objects.filter(team=team, run=first).exists()
+    # The insights: only the second run's (the first run's may stay stored, never shown),
+    # counting the same merged PRs.
+    assert re.findall(r"<h3>([^<]+)</h3>", shown["page"]) == list(
+        Insight.objects.filter(run=second).order_by("position").values_list("headline", flat=True)
+    )
+    first_only = set(Insight.objects.filter(run=first).values_list("headline", flat=True)) - set(
+        Insight.objects.filter(run=second).values_list("headline", flat=True)
+    )
+    assert first_only and not [h for h in first_only if h in shown["page"]]
     adoption = Insight.objects.get(team=team, run=second, kind="ai_adoption")
     assert adoption.numbers["prs_merged"] == expected["merged"]
     assert adoption.numbers["ai_prs_merged"] == expected["ai_merged"]
@@ -157,8 +166,33 @@ def test_every_surface_shows_the_latest_runs_counts(member_client, team, six_rep
 def test_a_run_in_progress_changes_nothing_on_the_dashboard(member_client, team, six_repositories):
     run_pipeline(team, six_repositories, RUN_START)
     before = numbers_on_the_dashboard(member_client)
-    transitions.start_pipeline(team, [six_repositories[0].pk])
+    keys = ("prs", "merged", "ai_merged", "ai_share", "table")
+
+    # A second run on one repository gets through metrics and insights, and re-scores every
+    # verdict meanwhile (as a rescore run would), but has not completed.
+    run = transitions.start_pipeline(team, [six_repositories[0].pk])
+    PipelineRun.objects.filter(pk=run.pk).update(started_at=RUN_START + datetime.timedelta(days=1))
+    AIVerdict.objects.filter(team=team).update(is_ai_assisted=True)
+    for stage in STAGE_ORDER[:-1]:
+        attempt = transitions.begin_stage(run.pk, stage, job_id=None)
+        counts = {}
+        if stage == PipelineStatus.COMPUTING_METRICS:
+            counts = metrics.run(attempt.run)
+        transitions.complete_stage(attempt.pk, counts)
+    attempt = transitions.begin_stage(run.pk, STAGE_ORDER[-1], job_id=None)
+    insights.run(attempt.run)
+
+    during = numbers_on_the_dashboard(member_client)
+    assert {k: during[k] for k in keys} == {k: before[k] for k in keys}
+    assert re.findall(r'<svg class="chart".*?</svg>', during["page"], flags=re.S) == re.findall(
+        r'<svg class="chart".*?</svg>', before["page"], flags=re.S
+    )
+    assert re.findall(r"<h3>([^<]+)</h3>", during["page"]) == re.findall(
+        r"<h3>([^<]+)</h3>", before["page"]
+    )
+
+    # Completed: the dashboard moves to the new run all at once.
+    transitions.complete_stage(attempt.pk, {})
     after = numbers_on_the_dashboard(member_client)
-    assert {k: before[k] for k in ("prs", "merged", "ai_merged", "ai_share", "table")} == {
-        k: after[k] for k in ("prs", "merged", "ai_merged", "ai_share", "table")
-    }
+    assert after["ai_share"] == "100%"
+    assert int(after["prs"]) < int(before["prs"])
