@@ -99,9 +99,6 @@ OUTCOMES = [
     HANDED_OFF_THEN_PRUNED,
     HANDED_OFF_THEN_HANGS,
 ]
-# Not yet FAILS_RETRYABLE: procrastinate's retry of a failed job re-queues it, so a late
-# retryable failure brings a superseded job back (the rescuer ends it as "failed"); see the
-# hypo helper's report of 2026-12-01.
 STAFF_ACTIONS = [
     "start onboarding",
     "retry",
@@ -110,6 +107,10 @@ STAFF_ACTIONS = [
     "cancel",
     "restart",
 ]
+# Not yet FAILS_RETRYABLE, a known bug: the rescuer ends a superseded job as "failed", and
+# procrastinate's retry (procrastinate_retry_job_v2) re-queues "failed" jobs too, so a late
+# retryable failure brings the old job back as live work: drift once its run moves on. Add it
+# here once a superseded job ends in a status that procrastinate's retry cannot revive.
 LATE_OUTCOMES = [SUCCEEDS, FAILS_FOR_GOOD, RESCHEDULES]
 
 
