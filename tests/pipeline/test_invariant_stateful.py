@@ -802,4 +802,12 @@ MACHINE_SETTINGS = hypothesis_settings(
 @pytest.mark.timeout(900)
 @pytest.mark.django_db(transaction=True)
 def test_random_sequences_of_starts_failures_crashes_and_rescues_never_drift():
-    run_state_machine_as_test(PipelineMachine, settings=MACHINE_SETTINGS)
+    try:
+        run_state_machine_as_test(PipelineMachine, settings=MACHINE_SETTINGS)
+    finally:
+        # procrastinate's tables are not Django's: the test flush would leave the last
+        # example's jobs and workers to the tests that follow.
+        _sql(
+            "TRUNCATE procrastinate_events, procrastinate_jobs, procrastinate_periodic_defers,"
+            " procrastinate_workers, pipeline_workerliveness RESTART IDENTITY CASCADE"
+        )
