@@ -123,6 +123,7 @@ def main() -> int:
             "queue llm": {"queue": "llm"},
             "with housekeeping": {"jobs": "all"},
         }
+        client.get(page_url)  # warm-up: templates, URL resolvers, the first connection
         pages = {}
         for name, params in filters.items():
             times, statements, rows = [], 0, 0

@@ -287,7 +287,7 @@ def run(args, rng, kill_min, kill_max, workers, api_url, org, repos, windows, to
 
     from pipeline import rescue, transitions
     from pipeline.invariant import find_drift
-    from pipeline.models import PipelineRun
+    from pipeline.models import EmailOutbox, PipelineRun
 
     teams = create_teams(args.pipelines, api_url, org, repos, tokens)
     for _ in range(2):
@@ -320,7 +320,8 @@ def run(args, rng, kill_min, kill_max, workers, api_url, org, repos, windows, to
                 drift_examples = drift_examples or [str(d) for d in drift[:3]]
             next_check = now + 2
             running = PipelineRun.objects.filter(state=PipelineRun.State.RUNNING).count()
-            if running == 0:
+            unsent = EmailOutbox.objects.filter(status=EmailOutbox.Status.PENDING).count()
+            if running == 0 and unsent == 0:  # the completion e-mails are jobs of their own
                 break
         if next_kill is None and not workers.pending:
             # The replacement is up: the next kill comes a few seconds from now.
@@ -384,8 +385,14 @@ def collect(teams, windows, kills, elapsed, drift_checks, drift_seen, drift_exam
         .count()
     )
     latencies, rescued = [], []
+    finished_first = 0
     for kill in kills:
         for run_id, stage, job_id in kill["held"]:
+            if StageAttempt.objects.filter(
+                job_id=job_id, outcome=StageAttempt.Outcome.SUCCEEDED
+            ).exists():
+                finished_first += 1  # its hand-off committed between our look and the kill
+                continue
             closed = (
                 StageAttempt.objects.filter(
                     job_id=job_id, error=WORKER_LOST_MESSAGE, finished_at__gt=kill["at"]
@@ -410,6 +417,7 @@ def collect(teams, windows, kills, elapsed, drift_checks, drift_seen, drift_exam
         "elapsed_seconds": round(elapsed, 1),
         "kills": len(kills),
         "executions_killed": len(latencies),
+        "executions_finished_before_the_kill": finished_first,
         "never_ran_again": sum(1 for v in latencies if v is None),
         "kill_to_running_again": [v for v in latencies if v is not None],
         "kill_to_rescued": rescued,

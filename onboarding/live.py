@@ -17,8 +17,8 @@ Markup for the progress page (htmx 2 and its SSE extension loaded: django-htmx's
          hx-target="#progress-live"
          hx-swap="innerHTML"></div>
 
-with ``progress = onboarding.progress.build_snapshot(team.pk)`` in the page's context (rendered
-with ``render(request, ...)`` so ``{% csrf_token %}`` works). The poller stays outside
+with ``progress = onboarding.progress_snapshot.build_snapshot(team.pk)`` in the page's context
+(rendered with ``render(request, ...)`` so ``{% csrf_token %}`` works). The poller stays outside
 ``#progress-live`` because every ``progress`` event replaces that element's content; it only
 polls while the stream is not open (no EventSource, a proxy that refuses streams, a WSGI server).
 
@@ -61,7 +61,7 @@ from django.views.decorators.http import require_GET
 from onboarding.http import team_of
 from onboarding.listener import TICK, Listener, get_listener, keepalive_seconds
 from onboarding.models import Membership
-from onboarding.progress import ProgressSnapshot, build_snapshot
+from onboarding.progress_snapshot import ProgressSnapshot, build_snapshot
 from pipeline.scope import team_scope
 
 logger = logging.getLogger(__name__)

@@ -18,6 +18,9 @@ from pipeline.staff_actions import Action, act_on_team
 from pipeline.stages import email as email_stage
 from pipeline.status import PipelineStatus
 
+# The admin's front page links the operators' pages (live operations, stalled jobs, audit).
+admin.site.index_template = "admin/pipeline/index.html"
+
 OUTCOME_COLOURS = {
     StageAttempt.Outcome.SUCCEEDED: "#3c8d40",
     StageAttempt.Outcome.RUNNING: "#417690",

@@ -14,8 +14,8 @@ the rescuer and the admin cannot race a worker that just took the job.
 What a rescue does: a stage job is *superseded* (``transitions.supersede_stage_job``: the old
 job is failed, a new job becomes the run's current one, in one transaction), so a late finish of
 the old execution changes nothing. The e-mail outbox job, which has no run to record a current
-job on, is re-queued under its own id as before (safe for a dead process; see the report notes
-for a hung one).
+job on, is re-queued under its own id as before: safe for a dead process; for a hung one (found
+by its heartbeat) a late send could repeat the e-mail.
 
 Two silent hangs are repaired too (issue 8, "no silent hangs"): an execution that ended in our
 history (retrying, succeeded, failed, handed back) while its job stayed ``doing`` for longer

@@ -67,6 +67,18 @@ def test_database_url() -> str:
 
 
 @pytest.fixture
+def empty_queue_after(transactional_db) -> Iterator[None]:
+    """For transactional tests that queue jobs without a worker: procrastinate's tables are
+    not Django's, so the test flush leaves their rows; this empties them afterwards."""
+    yield
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "TRUNCATE procrastinate_events, procrastinate_jobs, procrastinate_periodic_defers"
+            " RESTART IDENTITY CASCADE"
+        )
+
+
+@pytest.fixture
 def team(db) -> Team:
     return Team.objects.create(name="Acme")
 

@@ -11,7 +11,7 @@ from django.views.decorators.http import require_GET
 
 from onboarding import dashboard as dashboard_data
 from onboarding.http import AuthenticatedHttpRequest, team_of
-from onboarding.progress import build_snapshot
+from onboarding.progress_snapshot import build_snapshot
 from pipeline.models import AIVerdict, Insight, PipelineRun, PullRequest
 from pipeline.nightly import last_nightly_update
 from pipeline.rescore import catalogue_versions

@@ -13,7 +13,7 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
 from onboarding.http import AuthenticatedHttpRequest, admin_team_of, is_team_admin, team_of
-from onboarding.progress import build_snapshot
+from onboarding.progress_snapshot import build_snapshot
 from pipeline import transitions
 from pipeline.errors import PipelineNotRetryable, PipelineNotRunning
 from pipeline.status import PipelineStatus

@@ -53,7 +53,7 @@ def test_select_all_of_two_thousand_repositories_in_the_browser(
         page.fill("#repository-filter", "")
         page.check("#select-all")
         assert page.inner_text("#selected-count") == f"{total} selected"
-        screenshot("10-picker-2000-selected")
+        screenshot("13-picker-2000-selected")
 
         page.click("#start-button")
         page.wait_for_url(f"{base}/progress/")

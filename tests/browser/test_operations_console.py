@@ -91,7 +91,7 @@ def test_staff_find_a_stalled_job_requeue_it_and_the_audit_log_shows_why(
 
 
 def test_the_operations_page_updates_when_a_pipeline_advances(
-    staff_and_team, asgi_server, browser_page, screenshot
+    staff_and_team, asgi_server, browser_page, screenshot, empty_queue_after
 ):
     team, repository = staff_and_team
     page, base = browser_page, asgi_server.url

@@ -17,7 +17,7 @@ from django.utils import timezone
 
 from onboarding.listener import APPLICATION_NAME
 from onboarding.models import Membership, Repository, Team
-from onboarding.progress import DELAYED_AFTER_SECONDS
+from onboarding.progress_delay import DELAYED_AFTER_SECONDS
 from pipeline import progress, transitions
 from pipeline.models import PipelineRun
 from pipeline.status import STAGE_ORDER, PipelineStatus

@@ -1,5 +1,6 @@
-"""The progress snapshot (onboarding/progress.py) and the two pull endpoints built on it: the
-polling fragment and the JSON status with the database's and the queue's view side by side."""
+"""The progress snapshot (onboarding/progress_snapshot.py) and the two pull endpoints built on
+it: the polling fragment and the JSON status with the database's and the queue's view side by
+side."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from django.urls import reverse
 from django.utils import timezone
 
 from onboarding.models import Membership, Repository, Team
-from onboarding.progress import DELAYED_AFTER_SECONDS, build_snapshot
+from onboarding.progress_delay import DELAYED_AFTER_SECONDS
+from onboarding.progress_snapshot import build_snapshot
 from pipeline import progress, transitions
 from pipeline.models import PipelineRun, StageAttempt
 from pipeline.status import STAGE_ORDER, PipelineStatus

@@ -13,7 +13,8 @@ from django.template.loader import render_to_string
 from django.utils import timezone
 
 from onboarding.models import Team
-from onboarding.progress import DELAYED_AFTER_SECONDS, DelayReason, build_snapshot
+from onboarding.progress_delay import DELAYED_AFTER_SECONDS, DelayReason
+from onboarding.progress_snapshot import build_snapshot
 from pipeline import transitions
 from pipeline.models import PipelineRun
 from pipeline.status import PipelineStatus

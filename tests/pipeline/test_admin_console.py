@@ -261,6 +261,7 @@ def test_the_team_page_shows_the_run_history_with_stage_timings(staff_client, te
 def test_admin_labels_read_correctly(staff_client):
     page = staff_client.get(reverse("admin:index")).content.decode()
 
+    assert reverse("operations") in page  # the front page links the live operations page
     assert "E-mail outboxes" in page
     assert "GitHub connections" in page
     assert "Email outboxs" not in page and "Git hub" not in page

@@ -80,11 +80,37 @@ RESCHEDULES = "reschedules"
 KILLED = "its worker is SIGKILLed"
 PRUNED = "its worker is SIGKILLed and its row pruned"
 HANGS = "its worker hangs (no heartbeat)"
-# Mostly successes, so that sequences of a few dozen steps reach the later stages.
-OUTCOMES = [*[SUCCEEDS] * 4, FAILS_RETRYABLE, FAILS_FOR_GOOD, RESCHEDULES, KILLED, PRUNED, HANGS]
-# Not yet FAILS_RETRYABLE: procrastinate's retry of a failed job re-queues it, so a late
-# retryable failure brings a superseded job back (the rescuer ends it as "failed"); see the
-# hypo helper's report of 2026-12-01.
+HANDED_OFF_THEN_PRUNED = "it hands off, then its worker dies and is pruned before the finish"
+HANDED_OFF_THEN_HANGS = "it hands off, then its worker hangs before the finish"
+# Workers running jobs to their end: mostly successes, so that sequences of a few dozen steps
+# reach the later stages; more deaths come from jobs held across steps (``running_job_ends``,
+# ``worker_dies``).
+RUN_OUTCOMES = [*[SUCCEEDS] * 8, FAILS_RETRYABLE, FAILS_FOR_GOOD, RESCHEDULES, KILLED, HANGS]
+# What the other workers' rescue loops do meanwhile.
+THEN_NOTHING, THEN_RESCUE, THEN_TIME_PASSES = "nothing", "a rescue pass", "time passes, a pass"
+OUTCOMES = [
+    *[SUCCEEDS] * 4,
+    FAILS_RETRYABLE,
+    FAILS_FOR_GOOD,
+    RESCHEDULES,
+    KILLED,
+    PRUNED,
+    HANGS,
+    HANDED_OFF_THEN_PRUNED,
+    HANDED_OFF_THEN_HANGS,
+]
+STAFF_ACTIONS = [
+    "start onboarding",
+    "retry",
+    "start nightly",
+    "start re-score",
+    "cancel",
+    "restart",
+]
+# Not yet FAILS_RETRYABLE, a known bug: the rescuer ends a superseded job as "failed", and
+# procrastinate's retry (procrastinate_retry_job_v2) re-queues "failed" jobs too, so a late
+# retryable failure brings the old job back as live work: drift once its run moves on. Add it
+# here once a superseded job ends in a status that procrastinate's retry cannot revive.
 LATE_OUTCOMES = [SUCCEEDS, FAILS_FOR_GOOD, RESCHEDULES]
 
 
@@ -206,6 +232,14 @@ class PipelineMachine(RuleBasedStateMachine):
             " WHERE lock_missing_since IS NOT NULL AND NOT worker_id = ANY(%s)",
             [sorted(self.grace_passed)],
         )
+        # Likewise an execution that ended in our history while a worker still holds its job
+        # (a cancelled run's) stays within the repair's grace.
+        held = [*self.executions, *self.hung, *self.orphans]
+        _sql(
+            "UPDATE pipeline_stageattempt SET finished_at = now()"
+            " WHERE job_id = ANY(%s) AND finished_at IS NOT NULL",
+            [held],
+        )
 
     def _fetch(self, worker_id: int, queue_name: str | None) -> Job | None:
         row = _connector().execute_query_one(
@@ -265,13 +299,28 @@ class PipelineMachine(RuleBasedStateMachine):
 
     # --- starting, retrying, cancelling -------------------------------------------------
 
+    @rule(team=st.integers(0, TEAMS - 1), action=st.sampled_from(STAFF_ACTIONS))
+    def user_or_staff_acts(self, team: int, action: str) -> None:
+        """One rule for all of them, so that they do not crowd out the workers' steps. Each
+        is tried in any state: where it must be refused, the refusal is checked."""
+        if action == "start onboarding":
+            self.start_pipeline(team)
+        elif action.startswith("start "):
+            self.start_scheduled_run(
+                team, RunKind.NIGHTLY if action == "start nightly" else RunKind.RESCORE
+            )
+        elif action == "retry":
+            self.retry_pipeline(team)
+        elif action == "cancel":
+            self.cancel_pipeline(team)
+        else:
+            self.restart_pipeline(team)
+
     @initialize(teams=st.sets(st.integers(0, TEAMS - 1), min_size=1))
     def start_some_pipelines(self, teams: set[int]) -> None:
         for team in sorted(teams):
             self.start_pipeline(team)
 
-    @precondition(lambda self: self._teams_in(TERMINAL_STATUSES))
-    @rule(team=st.integers(0, TEAMS - 1))
     def start_pipeline(self, team: int) -> None:
         team_row = self.teams[team]
         expected = self.model[team_row.pk]
@@ -283,8 +332,6 @@ class PipelineMachine(RuleBasedStateMachine):
         else:
             assert run.pk == expected.run_id, "a start while running returns the running run"
 
-    @precondition(lambda self: any(expected.onboarded for expected in self.model.values()))
-    @rule(team=st.integers(0, TEAMS - 1), kind=st.sampled_from([RunKind.NIGHTLY, RunKind.RESCORE]))
     def start_scheduled_run(self, team: int, kind: str) -> None:
         """A nightly or re-score run: only after onboarding, never over a running run."""
         team_row = self.teams[team]
@@ -303,8 +350,6 @@ class PipelineMachine(RuleBasedStateMachine):
         expected.status, expected.run_id = transitions.FIRST_STAGE[kind], run.pk
         expected.kind = kind
 
-    @precondition(lambda self: self._teams_in({PipelineStatus.FAILED}))
-    @rule(team=st.integers(0, TEAMS - 1))
     def retry_pipeline(self, team: int) -> None:
         team_row = self.teams[team]
         expected = self.model[team_row.pk]
@@ -319,8 +364,6 @@ class PipelineMachine(RuleBasedStateMachine):
         assert failed_stage in STAGE_ORDER
         expected.status = failed_stage
 
-    @precondition(lambda self: not all(m.status in TERMINAL_STATUSES for m in self.model.values()))
-    @rule(team=st.integers(0, TEAMS - 1))
     def cancel_pipeline(self, team: int) -> None:
         team_row = self.teams[team]
         expected = self.model[team_row.pk]
@@ -336,8 +379,6 @@ class PipelineMachine(RuleBasedStateMachine):
             PipelineStatus.COMPLETE if expected.onboarded else PipelineStatus.NOT_STARTED
         )
 
-    @precondition(lambda self: any(m.kind for m in self.model.values()))
-    @rule(team=st.integers(0, TEAMS - 1))
     def restart_pipeline(self, team: int) -> None:
         team_row = self.teams[team]
         expected = self.model[team_row.pk]
@@ -409,10 +450,14 @@ class PipelineMachine(RuleBasedStateMachine):
         if execution is not None:
             self.executions[execution.job.id] = execution
 
-    @rule(data=st.data(), outcomes=st.lists(st.sampled_from(OUTCOMES), min_size=1, max_size=4))
-    def run_jobs(self, data: st.DataObject, outcomes: list[str]) -> None:
+    @rule(
+        data=st.data(),
+        outcomes=st.lists(st.sampled_from(RUN_OUTCOMES), min_size=1, max_size=6),
+        then=st.sampled_from([THEN_NOTHING, THEN_RESCUE, THEN_TIME_PASSES]),
+    )
+    def run_jobs(self, data: st.DataObject, outcomes: list[str], then: str) -> None:
         """A live worker of every queue takes jobs one after the other and runs each to its
-        end (or dies running it)."""
+        end (or dies running it); then the rescue loop may pass."""
         worker_id = data.draw(st.sampled_from(self.live_workers), label="worker")
         for outcome in outcomes:
             if worker_id not in self.live_workers:
@@ -421,6 +466,10 @@ class PipelineMachine(RuleBasedStateMachine):
             if execution is not None:
                 self._end(execution, outcome)
             self.status_and_queue_agree()
+        if then == THEN_TIME_PASSES and self.lock_seen_missing - self.grace_passed:
+            self.time_passes()
+        if then != THEN_NOTHING:
+            self.rescue()
 
     @precondition(lambda self: self.executions)
     @rule(data=st.data(), outcome=st.sampled_from(OUTCOMES))
@@ -433,6 +482,15 @@ class PipelineMachine(RuleBasedStateMachine):
         if outcome in (KILLED, PRUNED, HANGS):
             self.executions[execution.job.id] = execution
             self._kill(execution.worker_id, how=outcome)
+        elif outcome in (HANDED_OFF_THEN_PRUNED, HANDED_OFF_THEN_HANGS):
+            # Our commit is in; procrastinate never records the job's end. (Not with a plain
+            # SIGKILL: within the liveness grace, real time would decide whether the repair of
+            # ended executions or the rescue ends the job.)
+            self._succeed(execution, finish=False)
+            self.executions[execution.job.id] = execution
+            self._kill(
+                execution.worker_id, how=PRUNED if outcome == HANDED_OFF_THEN_PRUNED else HANGS
+            )
         elif outcome == SUCCEEDS:
             self._succeed(execution)
         elif outcome == RESCHEDULES:
@@ -440,7 +498,7 @@ class PipelineMachine(RuleBasedStateMachine):
         else:
             self._fail(execution, retryable=outcome == FAILS_RETRYABLE)
 
-    def _succeed(self, execution: Execution) -> None:
+    def _succeed(self, execution: Execution, *, finish: bool = True) -> None:
         """The hand-off, then (a separate, later write) procrastinate's finish."""
         current = execution.attempt_id in self.current_attempts
         new_status = transitions.complete_stage(execution.attempt_id, {"items": 1})
@@ -461,7 +519,8 @@ class PipelineMachine(RuleBasedStateMachine):
                     self.completed_onboardings.add(execution.run_id)
         # The tolerated transient: our commit is in, the job still shows doing.
         assert find_drift() == []
-        self._finish(execution.job, JobStatus.SUCCEEDED)
+        if finish:
+            self._finish(execution.job, JobStatus.SUCCEEDED)
 
     def _fail(self, execution: Execution, *, retryable: bool) -> None:
         """A stage raises: the worker's failure path (tasks._record_failure), then
@@ -743,4 +802,12 @@ MACHINE_SETTINGS = hypothesis_settings(
 @pytest.mark.timeout(900)
 @pytest.mark.django_db(transaction=True)
 def test_random_sequences_of_starts_failures_crashes_and_rescues_never_drift():
-    run_state_machine_as_test(PipelineMachine, settings=MACHINE_SETTINGS)
+    try:
+        run_state_machine_as_test(PipelineMachine, settings=MACHINE_SETTINGS)
+    finally:
+        # procrastinate's tables are not Django's: the test flush would leave the last
+        # example's jobs and workers to the tests that follow.
+        _sql(
+            "TRUNCATE procrastinate_events, procrastinate_jobs, procrastinate_periodic_defers,"
+            " procrastinate_workers, pipeline_workerliveness RESTART IDENTITY CASCADE"
+        )

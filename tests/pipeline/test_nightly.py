@@ -156,7 +156,7 @@ def test_one_fan_out_job_waits_at_a_time():
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_nightly_run_that_ends_pulls_the_waiting_fan_out_step_forward():
+def test_a_nightly_run_that_ends_pulls_the_waiting_fan_out_step_forward(empty_queue_after):
     team = onboarded_team("solo")
     batch = timezone.now()
     run = transitions.start_run(team, RunKind.NIGHTLY)
@@ -169,5 +169,3 @@ def test_a_nightly_run_that_ends_pulls_the_waiting_fan_out_step_forward():
             "SELECT scheduled_at <= now() FROM procrastinate_jobs WHERE id = %s", [job_id]
         )
         assert cursor.fetchone() == (True,)
-    with connection.cursor() as cursor:
-        cursor.execute("TRUNCATE procrastinate_events, procrastinate_jobs RESTART IDENTITY CASCADE")

@@ -73,7 +73,7 @@ def test_the_numbers_describe_queues_stages_and_pipelines(team, repositories):
 
 @pytest.mark.django_db(transaction=True)
 def test_the_stream_pushes_a_new_reading_when_a_pipeline_starts(
-    asgi_server, staff, team, repositories
+    asgi_server, staff, team, repositories, empty_queue_after
 ):
     client = SSEClient(asgi_server.url + reverse("operations_stream"), session_cookies(staff))
     try:

@@ -65,7 +65,9 @@ def test_an_unknown_team_is_an_error():
 
 
 @pytest.mark.django_db(transaction=True)
-def test_status_watch_redraws_when_a_pipeline_starts(team, repositories, tmp_path):
+def test_status_watch_redraws_when_a_pipeline_starts(
+    team, repositories, tmp_path, empty_queue_after
+):
     import os
     import subprocess
     import sys

@@ -157,6 +157,14 @@ def test_a_permanent_error_fails_at_once_and_retry_resumes_from_that_stage(
     ) == [StageAttempt.Outcome.FAILED]
     wait_for(lambda: not find_drift())
     worker.stop()
+    # An expected failure: one WARNING line with the run id, no traceback.
+    log = worker.log()
+    assert (
+        f"WARNING pipeline.tasks stage llm_processing of run {run.pk} failed:"
+        " GitHub connection is broken" in log
+    )
+    assert log.count("pipeline.tasks") == 1
+    assert "Traceback" not in log
 
     start_worker({"PIPELINE_STAGE_OVERRIDES": overrides()})
     transitions.retry_pipeline(team)

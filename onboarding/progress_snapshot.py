@@ -14,12 +14,8 @@ Counters the page knows (stages report them with ``pipeline.progress.report``):
 the sync skipped, and the detection stage's word that no LLM was configured. A stage whose
 returned counts contain ``"skipped": True`` is shown as skipped.
 
-"Processing is delayed" tells the truth about why nothing moves (``Delay``): no worker is
-running; a worker is running but this stage's execution stalled (its worker died: the rule is
-``pipeline.rescue.stalled_job_ids()``, never re-implemented here), with the time the rescuer is
-expected to hand it to a live worker; or the stage waits for GitHub's rate-limit reset. A live
-worker is a row in ``procrastinate_workers`` with a heartbeat within
-PIPELINE_STALLED_AFTER_SECONDS.
+"Processing is delayed" (``Delay``: no worker, a stalled stage, a rate-limit wait) is worked out
+in ``onboarding.progress_delay``.
 
 Everything here is read with the team as the filter: callers pass the viewer's own team id.
 """
@@ -35,14 +31,11 @@ from procrastinate.contrib.django.models import ProcrastinateJob, ProcrastinateW
 
 from onboarding.github import needs_reconnect
 from onboarding.models import Team
+from onboarding.progress_delay import Delay, delay_for
 from pipeline import rescue
 from pipeline.models import PipelineRun, StageAttempt
 from pipeline.queue import STAGE_JOBS
 from pipeline.status import STAGE_ORDER, PipelineStatus
-
-# "No worker is running" needs both: nothing happened for this long, and no live worker (a
-# worker restarted by its supervisor is back well within it).
-DELAYED_AFTER_SECONDS = 30
 
 # Statuses after which the page stops listening (the stream sends `done`, polling gets 286).
 # not_started is left out on purpose: a page opened just before the start must see it begin.
@@ -159,29 +152,6 @@ class QueueView:
             "worker_alive": self.worker_alive,
             "live_workers": self.live_workers,
             "stalled": self.stalled,
-        }
-
-
-class DelayReason:
-    NO_WORKER = "no_worker"
-    STALLED = "stalled"
-    RATE_LIMIT = "rate_limit"
-
-
-@dataclass(frozen=True)
-class Delay:
-    """Why a running pipeline is not moving, in words for the user."""
-
-    reason: str
-    message: str
-    # When it is expected to move again, if known (the rescue, the rate-limit reset).
-    until: datetime.datetime | None = None
-
-    def as_json(self) -> dict:
-        return {
-            "reason": self.reason,
-            "message": self.message,
-            "until": self.until.isoformat() if self.until else None,
         }
 
 
@@ -436,57 +406,6 @@ def _notes(run: PipelineRun | None, counters: Counters) -> list[str]:
     return notes
 
 
-def expected_rescue_at(now: datetime.datetime) -> datetime.datetime:
-    """When the rescuer is next expected to hand a stalled job to a live worker: every live
-    worker runs a rescue pass every PIPELINE_RESCUE_INTERVAL_SECONDS (pipeline.rescue)."""
-    return now + datetime.timedelta(seconds=settings.PIPELINE_RESCUE_INTERVAL_SECONDS)
-
-
-def _delay(
-    status: str,
-    attempts: list[StageAttempt],
-    queue: QueueView,
-    last_activity: datetime.datetime | None,
-    now: datetime.datetime,
-) -> Delay | None:
-    if status not in STAGE_ORDER:
-        return None
-    latest = next((a for a in reversed(attempts) if a.stage == status), None)
-    if (
-        queue.status == "todo"
-        and queue.scheduled_at is not None
-        and queue.scheduled_at > now
-        and latest is not None
-        and latest.outcome == StageAttempt.Outcome.RESCHEDULED
-    ):
-        at = queue.scheduled_at.astimezone(datetime.UTC)
-        return Delay(
-            DelayReason.RATE_LIMIT,
-            f"waiting for GitHub's rate limit to reset; it continues by itself at {at:%H:%M} UTC.",
-            until=queue.scheduled_at,
-        )
-    no_worker = Delay(
-        DelayReason.NO_WORKER,
-        "no worker is running. It resumes by itself when a worker starts.",
-    )
-    if queue.stalled:
-        if queue.live_workers == 0:
-            return no_worker
-        at = max(expected_rescue_at(now), now)
-        return Delay(
-            DelayReason.STALLED,
-            "the worker running this stage stopped. A running worker takes the stage over by"
-            f" about {at.astimezone(datetime.UTC):%H:%M:%S} UTC; nothing is lost.",
-            until=at,
-        )
-    idle = last_activity is not None and (now - last_activity).total_seconds() > (
-        DELAYED_AFTER_SECONDS
-    )
-    if queue.live_workers == 0 and idle:
-        return no_worker
-    return None
-
-
 def build_snapshot(team_id: int) -> ProgressSnapshot:
     """Read the progress of ``team_id`` from the database (a handful of small queries)."""
     now = timezone.now()
@@ -495,7 +414,7 @@ def build_snapshot(team_id: int) -> ProgressSnapshot:
     attempts = list(run.attempts.order_by("started_at", "id")) if run is not None else []
     queue = _queue_view(run, attempts, now)
     last_activity = _last_activity(run, attempts, queue)
-    delay = _delay(team.pipeline_status, attempts, queue, last_activity, now)
+    delay = delay_for(team.pipeline_status, attempts, queue, last_activity, now)
     progress = dict(run.progress or {}) if run is not None else {}
     counters = Counters.from_progress(progress)
     return ProgressSnapshot(

@@ -1,0 +1,312 @@
+"""One stage's execution: a job begins its stage, hands off to the next (or completes the run),
+retries later, reschedules itself, or fails the run; and rescue's two moves, superseding a job
+that cannot finish and failing a run left with no live job. Each accepts only the run's current
+attempt and job (``_common._lock_attempt``), so a stale or duplicate job changes nothing. See
+the package docstring for the invariant."""
+
+from __future__ import annotations
+
+import datetime
+import logging
+from collections.abc import Callable
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from onboarding.models import Team
+from pipeline import notify, queue, signals
+from pipeline.models import EmailOutbox, PipelineRun, RunKind, StageAttempt
+from pipeline.stages import email as email_stage
+from pipeline.status import PipelineStatus, next_status
+from pipeline.transitions._common import (
+    WORKER_LOST_MESSAGE,
+    _finish_attempt,
+    _is_current,
+    _lock_attempt,
+    _lock_team,
+    _lock_team_of,
+    job_priority,
+)
+
+logger = logging.getLogger(__name__)
+
+
+def begin_stage(
+    run_id: int, stage: str, *, job_id: int | None, job_attempts: int | None = None
+) -> StageAttempt | None:
+    """Record that a job starts ``stage`` of run ``run_id``; None when the run is no longer in
+    that stage (a re-run after a crash, a superseded run) or when the job is not the one that
+    carries the stage now (a stale duplicate): the caller must then do nothing.
+
+    ``job_id``/``job_attempts`` identify the procrastinate job and its execution; None only
+    for calls outside a worker (tests, shell)."""
+    with transaction.atomic():
+        team = _lock_team_of(runs__id=run_id)
+        run = PipelineRun.objects.get(pk=run_id)
+        if not _is_current(team, run, stage):
+            logger.info(
+                "stage %s of run %s is not current (%s); skipping",
+                stage,
+                run_id,
+                team.pipeline_status,
+            )
+            return None
+        if job_id is not None and run.current_job_id not in (None, job_id):
+            logger.warning(
+                "job %s is not run %s's current job %s; skipping",
+                job_id,
+                run_id,
+                run.current_job_id,
+            )
+            return None
+        now = timezone.now()
+        earlier = list(run.attempts.filter(stage=stage))
+        # An attempt still marked running belongs to a worker that died (SIGKILL, OOM, host
+        # loss) before recording its end; this job is its rescue.
+        for lost in earlier:
+            if lost.outcome == StageAttempt.Outcome.RUNNING:
+                _finish_attempt(lost, StageAttempt.Outcome.FAILED, now, error=WORKER_LOST_MESSAGE)
+        attempt = StageAttempt.objects.create(
+            run=run,
+            stage=stage,
+            attempt=len(earlier) + 1,
+            job_id=job_id,
+            job_attempts=job_attempts,
+            started_at=now,
+        )
+        notify.publish(
+            team_id=team.pk,
+            run_id=run.pk,
+            status=stage,
+            event="stage_started",
+            attempt=attempt.pk,
+        )
+        return attempt
+
+
+def complete_stage(attempt_id: int, counts: dict | None = None) -> str | None:
+    """Hand off: the attempt succeeded, the next stage is queued, the status moves on. Returns
+    the new status, or None when the run had already moved (nothing changed)."""
+    with transaction.atomic():
+        locked = _lock_attempt(attempt_id)
+        if locked is None:
+            return None
+        team, run, attempt = locked
+        now = timezone.now()
+        new_status = next_status(attempt.stage)
+        # The job goes in first: if anything after it fails, the whole hand-off rolls back with
+        # it (tests/pipeline/test_worker.py injects exactly that fault).
+        # Only onboarding tells the user by e-mail; nightly and re-score runs finish quietly.
+        if new_status == PipelineStatus.COMPLETE and run.kind == RunKind.ONBOARDING:
+            outbox = EmailOutbox.objects.create(
+                run=run, team=team, recipients=email_stage.admin_recipients(team.pk)
+            )
+            outbox.job_id = queue.defer(queue.EMAIL_JOB, outbox_id=outbox.pk)
+            outbox.save(update_fields=["job_id"])
+        if new_status == PipelineStatus.COMPLETE:
+            run.state = PipelineRun.State.COMPLETE
+            run.finished_at = now
+            run.current_job_id = None
+        else:
+            run.current_job_id = queue.defer_stage(
+                new_status, run_id=run.pk, priority=job_priority(run)
+            )
+        _finish_attempt(attempt, StageAttempt.Outcome.SUCCEEDED, now, counts=counts or {})
+        run.stage = new_status
+        run.save(update_fields=["stage", "state", "finished_at", "current_job_id"])
+        team.pipeline_status = new_status
+        if new_status == PipelineStatus.COMPLETE:
+            team.pipeline_completed_at = now
+        team.save(update_fields=["pipeline_status", "pipeline_completed_at"])
+        notify.publish(
+            team_id=team.pk,
+            run_id=run.pk,
+            status=new_status,
+            event="stage_completed",
+            attempt=attempt.pk,
+        )
+        if attempt.stage == PipelineStatus.SYNCING:
+            transaction.on_commit(
+                lambda: signals.onboarding_sync_completed.send(
+                    sender=PipelineRun,
+                    team_id=team.pk,
+                    run_id=run.pk,
+                    repositories_synced=(counts or {}).get("repositories_synced", 0),
+                    prs_synced=(counts or {}).get("prs_synced", 0),
+                )
+            )
+        if new_status == PipelineStatus.COMPLETE:
+            transaction.on_commit(
+                lambda: signals.pipeline_completed.send(
+                    sender=PipelineRun, team_id=team.pk, run_id=run.pk
+                )
+            )
+        return new_status
+
+
+def retry_stage_later(attempt_id: int, user_message: str) -> None:
+    """The attempt failed with a transient error; procrastinate will run the job again."""
+    with transaction.atomic():
+        locked = _lock_attempt(attempt_id)
+        if locked is None:
+            return
+        team, run, attempt = locked
+        _finish_attempt(attempt, StageAttempt.Outcome.RETRYING, timezone.now(), error=user_message)
+        notify.publish(
+            team_id=team.pk,
+            run_id=run.pk,
+            status=team.pipeline_status,
+            event="stage_retrying",
+            attempt=attempt.pk,
+        )
+
+
+def reschedule_stage(attempt_id: int, at: datetime.datetime, reason: str) -> None:
+    """Continue the stage at ``at`` in a new job (e.g. after a rate-limit reset) instead of
+    keeping a worker asleep. The current job then ends; the new one is the stage's live job."""
+    with transaction.atomic():
+        locked = _lock_attempt(attempt_id)
+        if locked is None:
+            return
+        team, run, attempt = locked
+        run.current_job_id = queue.defer_stage(
+            attempt.stage, run_id=run.pk, schedule_at=at, priority=job_priority(run)
+        )
+        run.save(update_fields=["current_job_id"])
+        _finish_attempt(attempt, StageAttempt.Outcome.RESCHEDULED, timezone.now(), error=reason)
+        notify.publish(
+            team_id=team.pk,
+            run_id=run.pk,
+            status=team.pipeline_status,
+            event="stage_rescheduled",
+            attempt=attempt.pk,
+        )
+
+
+def fail_stage(attempt_id: int, user_message: str) -> bool:
+    """Final failure of a stage: the run and the team are ``failed`` with a user-facing
+    message. Returns False when the run had already moved on (nothing changed)."""
+    with transaction.atomic():
+        locked = _lock_attempt(attempt_id)
+        if locked is None:
+            return False
+        team, run, attempt = locked
+        now = timezone.now()
+        _finish_attempt(attempt, StageAttempt.Outcome.FAILED, now, error=user_message)
+        run.state = PipelineRun.State.FAILED
+        run.error = user_message
+        run.finished_at = now
+        run.save(update_fields=["state", "error", "finished_at"])
+        team.pipeline_status = PipelineStatus.FAILED
+        team.pipeline_error = user_message
+        team.save(update_fields=["pipeline_status", "pipeline_error"])
+        notify.publish(
+            team_id=team.pk,
+            run_id=run.pk,
+            status=PipelineStatus.FAILED,
+            event="failed",
+            attempt=attempt.pk,
+        )
+        stage = attempt.stage
+        transaction.on_commit(
+            lambda: signals.pipeline_failed.send(
+                sender=PipelineRun,
+                team_id=team.pk,
+                run_id=run.pk,
+                stage=stage,
+                error=user_message,
+            )
+        )
+        return True
+
+
+def supersede_stage_job(
+    run_id: int,
+    job_id: int,
+    stage: str,
+    *,
+    still_stalled: Callable[[], bool],
+    worker_lost: bool,
+    give_up_message: str,
+    end_status: str = "failed",
+) -> str:
+    """End a stage job whose execution cannot finish by itself (its worker is dead, or it
+    ended in our history while procrastinate never recorded it) and, if it was carrying the
+    run's stage, defer a new job as the run's current one, in one transaction.
+
+    Superseding rather than re-queueing the same job id is what makes a late finish harmless:
+    procrastinate's finish of a job does not check which worker owns it, so a same-id re-queue
+    of a job whose first worker still runs (hung, partitioned, shutting down) would let that
+    worker mark the shared job succeeded under the second one. Here the old job is failed at
+    once, the old attempt is closed, and every later begin/complete/fail/retry of it is a no-op
+    (``_lock_attempt`` and ``begin_stage`` only accept the run's current job).
+
+    ``still_stalled`` re-checks the job under its row lock (after the team lock: the usual
+    order); the old job ends as ``end_status``. ``worker_lost`` closes the running attempt as
+    lost; after more than PIPELINE_STAGE_MAX_RETRIES lost attempts of the stage (a stage that
+    kills its worker every time, e.g. by running out of memory) the run fails with
+    ``give_up_message`` instead.
+    Returns "alive" (nothing done), "ended" (the job was not carrying the stage: ended only),
+    "superseded" or "given_up"."""
+    with transaction.atomic():
+        team_id = PipelineRun.objects.values_list("team_id", flat=True).get(pk=run_id)
+        team = _lock_team(team_id)
+        if not still_stalled():
+            return "alive"
+        queue.finish_job(job_id, end_status)
+        run = PipelineRun.objects.get(pk=run_id)
+        if not _is_current(team, run, stage) or run.current_job_id not in (None, job_id):
+            return "ended"
+        now = timezone.now()
+        if worker_lost:
+            for lost in run.attempts.filter(stage=stage, outcome=StageAttempt.Outcome.RUNNING):
+                _finish_attempt(lost, StageAttempt.Outcome.FAILED, now, error=WORKER_LOST_MESSAGE)
+            lost_count = run.attempts.filter(stage=stage, error=WORKER_LOST_MESSAGE).count()
+            if lost_count > settings.PIPELINE_STAGE_MAX_RETRIES:
+                _fail_run(team, run, give_up_message, now)
+                return "given_up"
+        # Ahead of fresh work: the stage was already running when its worker died, so it must
+        # not wait behind a backlog of newer jobs (kill -> running again in seconds).
+        run.current_job_id = queue.defer_stage(
+            stage, run_id=run.pk, priority=settings.PIPELINE_RESCUED_JOB_PRIORITY
+        )
+        run.save(update_fields=["current_job_id"])
+        notify.publish(team_id=team.pk, run_id=run.pk, status=stage, event="stage_rescued")
+        return "superseded"
+
+
+def _fail_run(team: Team, run: PipelineRun, user_message: str, now: datetime.datetime) -> None:
+    for attempt in run.attempts.filter(outcome=StageAttempt.Outcome.RUNNING):
+        _finish_attempt(attempt, StageAttempt.Outcome.FAILED, now, error=user_message)
+    run.state = PipelineRun.State.FAILED
+    run.error = user_message
+    run.finished_at = now
+    run.current_job_id = None
+    run.save(update_fields=["state", "error", "finished_at", "current_job_id"])
+    team.pipeline_status = PipelineStatus.FAILED
+    team.pipeline_error = user_message
+    team.save(update_fields=["pipeline_status", "pipeline_error"])
+    notify.publish(team_id=team.pk, run_id=run.pk, status=PipelineStatus.FAILED, event="failed")
+    stage = run.stage
+    transaction.on_commit(
+        lambda: signals.pipeline_failed.send(
+            sender=PipelineRun, team_id=team.pk, run_id=run.pk, stage=stage, error=user_message
+        )
+    )
+
+
+def fail_stranded_run(run_id: int, user_message: str) -> bool:
+    """Fail a running run whose current stage has no live job left (its job was cancelled,
+    failed without our code recording it, or was given up after killing workers again and
+    again). Without this the status would claim work that is not queued, forever. Returns
+    False, changing nothing, when the run has a live job or is no longer running."""
+    with transaction.atomic():
+        team_id = PipelineRun.objects.values_list("team_id", flat=True).get(pk=run_id)
+        team = _lock_team(team_id)
+        run = PipelineRun.objects.get(pk=run_id)
+        # Checked under the team lock: a hand-off (which holds it too) cannot be half-way.
+        if not _is_current(team, run, run.stage) or queue.live_stage_jobs(run.pk, run.stage):
+            return False
+        _fail_run(team, run, user_message, timezone.now())
+        return True
