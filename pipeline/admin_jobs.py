@@ -182,6 +182,9 @@ def requeue_job(job: Job) -> tuple[Result, int | None]:
         if rescue.requeue_stalled_job(job.id, job.queue_name):
             return Result(True, f"{label}: stalled, re-queued"), team_id
         return Result(False, f"{label}: still running on a live worker; left alone"), team_id
+    if job.status == "aborted" and job.task_name in queue.STAGE_BY_TASK_NAME:
+        # How a rescue ends a dead worker's stage job: a new job carries the stage now.
+        return Result(False, f"{label}: superseded by a newer job; nothing to re-queue"), team_id
     if job.status != "failed":
         return Result(False, f"{label}: {job.status}, nothing to re-queue"), team_id
     if job.task_name == queue.EMAIL_JOB.task_name:

@@ -130,7 +130,7 @@ def requeue_stalled_job(job_id: int, queue_name: str) -> bool:
         if not _dead(job_id, lock=True):
             return False
         if stage:  # a stage job of a run that no longer exists: nothing to continue
-            queue.finish_job(job_id, "failed")
+            queue.finish_job(job_id, "aborted")
             return True
         queue.job_manager().retry_job_by_id(job_id=job_id, retry_at=timezone.now())
         _wake_workers(job_id, queue_name)
@@ -190,6 +190,11 @@ def _ended_executions(job_id: int | None = None, *, lock: bool = False) -> list[
         return [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
 
 
+# How a job left ``doing`` ends when its execution already ended in our history: as what it
+# did, except a "retrying" one, which is superseded (aborted: procrastinate cannot revive it).
+_END_STATUS_OF_OUTCOME = {"succeeded": "succeeded", "rescheduled": "succeeded", "failed": "failed"}
+
+
 def repair_ended_executions() -> list[int]:
     """Jobs left ``doing`` after their execution ended in our history (see the module
     docstring). A "retrying" one is superseded by a new current job (the retry procrastinate
@@ -204,7 +209,7 @@ def repair_ended_executions() -> list[int]:
             still_stalled=lambda job_id=row["id"]: bool(_ended_executions(job_id, lock=True)),
             worker_lost=False,
             give_up_message=_stranded_message(stage),
-            end_status="succeeded" if row["outcome"] in ("succeeded", "rescheduled") else "failed",
+            end_status=_END_STATUS_OF_OUTCOME.get(row["outcome"], "aborted"),
         )
         if outcome != "alive":
             logger.warning(

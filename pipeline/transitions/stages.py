@@ -229,7 +229,7 @@ def supersede_stage_job(
     still_stalled: Callable[[], bool],
     worker_lost: bool,
     give_up_message: str,
-    end_status: str = "failed",
+    end_status: str = "aborted",
 ) -> str:
     """End a stage job whose execution cannot finish by itself (its worker is dead, or it
     ended in our history while procrastinate never recorded it) and, if it was carrying the
@@ -238,8 +238,10 @@ def supersede_stage_job(
     Superseding rather than re-queueing the same job id is what makes a late finish harmless:
     procrastinate's finish of a job does not check which worker owns it, so a same-id re-queue
     of a job whose first worker still runs (hung, partitioned, shutting down) would let that
-    worker mark the shared job succeeded under the second one. Here the old job is failed at
-    once, the old attempt is closed, and every later begin/complete/fail/retry of it is a no-op
+    worker mark the shared job succeeded under the second one. Here the old job is ended at
+    once as ``aborted`` (not ``failed``: procrastinate's retry, ``procrastinate_retry_job_v2``,
+    revives ``failed`` jobs, so a late retryable failure of the old execution would bring it back
+    as live work beside the new one; ``aborted`` it cannot revive), the old attempt is closed, and every later begin/complete/fail/retry of it is a no-op
     (``_lock_attempt`` and ``begin_stage`` only accept the run's current job).
 
     ``still_stalled`` re-checks the job under its row lock (after the team lock: the usual

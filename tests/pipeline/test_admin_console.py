@@ -176,7 +176,7 @@ def test_each_requeue_is_audited_with_its_reason_and_outcome(
     assert first.reason == "host vm-7 was lost" and first.succeeded
     assert "stalled, re-queued" in first.outcome
     # The first click superseded the dead worker's job (it ended; a new job carries the stage).
-    assert not second.succeeded and "its pipeline has moved on" in second.outcome
+    assert not second.succeeded and "superseded by a newer job" in second.outcome
     page = staff_client.get(reverse("admin:pipeline_staffaction_changelist")).content.decode()
     assert "host vm-7 was lost" in page
     change = staff_client.get(reverse("admin:pipeline_staffaction_change", args=[first.pk]))

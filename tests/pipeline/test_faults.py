@@ -69,9 +69,9 @@ def test_a_worker_killed_mid_stage_is_reported_then_superseded_by_another_worker
     assert lost.outcome == StageAttempt.Outcome.FAILED
     assert lost.error == transitions.WORKER_LOST_MESSAGE
     assert rescued.outcome == StageAttempt.Outcome.SUCCEEDED
-    # Superseded, not re-queued: a new job carried the stage, the dead one ended as failed.
+    # Superseded, not re-queued: a new job carried the stage, the dead one ended as aborted.
     assert rescued.job_id != lost.job_id
-    assert job_status(lost.job_id) == "failed"
+    assert job_status(lost.job_id) == "aborted"
     # Found by the lock, not by the 30 s heartbeat fallback.
     assert f"rescued job {lost.job_id}" in survivor.log()
     assert "liveness lock lost" in survivor.log()

@@ -107,11 +107,10 @@ STAFF_ACTIONS = [
     "cancel",
     "restart",
 ]
-# Not yet FAILS_RETRYABLE, a known bug: the rescuer ends a superseded job as "failed", and
-# procrastinate's retry (procrastinate_retry_job_v2) re-queues "failed" jobs too, so a late
-# retryable failure brings the old job back as live work: drift once its run moves on. Add it
-# here once a superseded job ends in a status that procrastinate's retry cannot revive.
-LATE_OUTCOMES = [SUCCEEDS, FAILS_FOR_GOOD, RESCHEDULES]
+# Every way a superseded execution can come back. A late retryable failure is the sharp one:
+# procrastinate's retry (procrastinate_retry_job_v2) revives "failed" jobs, which is why a
+# superseded job ends "aborted" (this machine found that, as drift once the run moved on).
+LATE_OUTCOMES = [SUCCEEDS, FAILS_RETRYABLE, FAILS_FOR_GOOD, RESCHEDULES]
 
 
 def _sql(query: str, params: dict | list | None = None) -> list[tuple]:
@@ -639,7 +638,7 @@ class PipelineMachine(RuleBasedStateMachine):
         for job_id, before in untouched.items():
             assert self._job(job_id) == before, f"job {job_id} of a live worker was touched"
         for job_id in stalled:
-            assert self._job(job_id)["status"] == "failed", "a rescued stage job is ended"
+            assert self._job(job_id)["status"] == "aborted", "a rescued stage job is ended"
             execution = self.hung.get(job_id)
             if execution is not None:
                 self.superseded[job_id] = self.hung.pop(job_id)
@@ -701,7 +700,7 @@ class PipelineMachine(RuleBasedStateMachine):
                 self._finish(execution.job, final)
         except ConnectorException:
             pass  # procrastinate refuses to finish a job that is not todo/doing: it logs it
-        assert self._job(job_id)["status"] == "failed", (
+        assert self._job(job_id)["status"] == "aborted", (
             f"procrastinate's late {outcome!r} write brought superseded job {job_id} back"
         )
 

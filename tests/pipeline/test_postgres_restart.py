@@ -106,9 +106,12 @@ def test_the_product_rides_out_a_postgres_restart_mid_stage(postgres, tmp_path):
     port = free_port()
     env = {
         **os.environ,
-        # The shipped settings (not the test ones): only the e-mail backend is swapped.
+        # The shipped settings (not the test ones): only the e-mail backend is swapped, and
+        # the cookies may travel over this test's plain HTTP (production serves HTTPS).
         "DJANGO_SETTINGS_MODULE": "settings.base",
         "DJANGO_DEBUG": "false",
+        "SESSION_COOKIE_SECURE": "false",
+        "CSRF_COOKIE_SECURE": "false",
         "SECRET_KEY": "postgres-restart-test",
         "TOKEN_ENCRYPTION_KEY": "0Qk3dFhSx1e8Yq0VqUf7vXo9s2J1mZr5cA4bT6nW8Lg=",
         "EMAIL_BACKEND": "django.core.mail.backends.locmem.EmailBackend",

@@ -102,7 +102,7 @@ def test_a_stalled_stage_job_is_superseded_by_a_new_current_job(team, repositori
 
     assert outcome == {"rescued": [job_id], "repaired": [], "failed_runs": []}
     run.refresh_from_db()
-    assert job_status(job_id) == "failed"
+    assert job_status(job_id) == "aborted"
     assert run.current_job_id != job_id and job_status(run.current_job_id) == "todo"
     [lost] = StageAttempt.objects.filter(run=run)
     assert lost.outcome == StageAttempt.Outcome.FAILED
@@ -178,7 +178,7 @@ def test_an_execution_that_ended_as_retrying_while_its_job_stayed_doing_is_super
     assert rescue.repair_ended_executions() == [job_id]
 
     run.refresh_from_db()
-    assert job_status(job_id) == "failed"
+    assert job_status(job_id) == "aborted"
     assert job_status(run.current_job_id) == "todo"
     assert find_drift() == []
 
