@@ -241,8 +241,9 @@ def supersede_stage_job(
     worker mark the shared job succeeded under the second one. Here the old job is ended at
     once as ``aborted`` (not ``failed``: procrastinate's retry, ``procrastinate_retry_job_v2``,
     revives ``failed`` jobs, so a late retryable failure of the old execution would bring it back
-    as live work beside the new one; ``aborted`` it cannot revive), the old attempt is closed, and every later begin/complete/fail/retry of it is a no-op
-    (``_lock_attempt`` and ``begin_stage`` only accept the run's current job).
+    as live work beside the new one; ``aborted`` it cannot revive), the old attempt is closed,
+    and every later begin/complete/fail/retry of it is a no-op (``_lock_attempt`` and
+    ``begin_stage`` only accept the run's current job).
 
     ``still_stalled`` re-checks the job under its row lock (after the team lock: the usual
     order); the old job ends as ``end_status``. ``worker_lost`` closes the running attempt as
