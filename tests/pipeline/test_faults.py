@@ -56,11 +56,18 @@ def test_a_worker_killed_mid_stage_is_reported_then_superseded_by_another_worker
     doomed.kill()
     [lost] = attempts_of(run, stage)
 
-    # No worker is left to rescue it: the operator's check says so instead of "no drift".
-    call_command("pipeline", "check")
-    out = capsys.readouterr().out
-    assert f"AWAITING RESCUE job={lost.job_id} run={run.pk} stage={stage}" in out
-    assert "liveness lock" in out and "no drift" in out
+    # No worker is left to rescue it: the operator's check says so instead of "no drift" (as
+    # soon as PostgreSQL has ended the dead process's backend, which releases its lock: a few
+    # milliseconds after the kill, so the check is retried for a bounded time, not once).
+    reports = []
+
+    def check_reports_it() -> bool:
+        call_command("pipeline", "check")
+        reports.append(capsys.readouterr().out)
+        return f"AWAITING RESCUE job={lost.job_id} run={run.pk} stage={stage}" in reports[-1]
+
+    wait_for(check_reports_it, timeout=10)
+    assert "liveness lock" in reports[-1] and "no drift" in reports[-1]
 
     survivor = start_worker(env)
     wait_for(lambda: team_status(team) == PipelineStatus.COMPLETE, timeout=60)
