@@ -132,10 +132,16 @@ def start_worker(transactional_db, tmp_path) -> Iterator[Callable[..., WorkerPro
     """Start real ``manage.py worker`` processes on the test database, with the shipped
     worker, liveness and rescue settings.
 
-    ``env`` adds environment variables (stage overrides, retry settings, ...)."""
+    ``env`` adds environment variables (stage overrides, retry settings, ...). Workers defer no
+    periodic task unless ``periodic`` is set: the shipped schedules follow the wall clock (and
+    procrastinate defers a tick missed by up to ten minutes at start), so the hourly retention
+    or the 02:00 nightly batch would otherwise start work in the middle of whichever test runs
+    then. Tests of those tasks defer their jobs themselves."""
     workers: list[WorkerProcess] = []
 
-    def start(env: dict[str, str] | None = None, queues: str = "") -> WorkerProcess:
+    def start(
+        env: dict[str, str] | None = None, queues: str = "", periodic: bool = False
+    ) -> WorkerProcess:
         full_env = {
             **os.environ,
             "DJANGO_SETTINGS_MODULE": "settings.test",
@@ -148,6 +154,8 @@ def start_worker(transactional_db, tmp_path) -> Iterator[Callable[..., WorkerPro
         args = [sys.executable, "manage.py", "worker", "--concurrency", "4"]
         if queues:
             args += ["--queues", queues]
+        if not periodic:
+            args.append("--no-periodic")
         process = subprocess.Popen(
             args,
             cwd=BASE_DIR,

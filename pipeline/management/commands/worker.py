@@ -19,6 +19,11 @@ the graceful timeout (plus a few seconds) is not waited for: the process exits h
 liveness lock goes with it, and another worker's rescuer supersedes the stage within seconds.
 Everything a stage writes is transactional and idempotent, so that exit is as safe as a kill.
 
+``--no-periodic``: this worker defers no periodic task (the nightly tick, rescore, retention);
+any other worker still does, and procrastinate defers each tick once whichever worker sees it.
+The tests' workers run with it, so a wall-clock schedule (procrastinate also defers a tick it
+missed by up to ten minutes when a worker starts) never starts work in the middle of a test.
+
 Database connections: job threads keep theirs across jobs (WORKER_CONN_MAX_AGE, with Django's
 health check before reuse), instead of a new connection per job.
 """
@@ -48,9 +53,21 @@ class _Worker(procrastinate_worker.Worker):
     """procrastinate's worker; a stop request (ours or its own) also tells running stages to
     hand back at their next page."""
 
+    def __init__(self, *, defer_periodic: bool = True, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.defer_periodic = defer_periodic
+
     def stop(self) -> None:
         execution.STOPPING.set()
         super().stop()
+
+    async def _periodic_deferrer(self) -> None:
+        if self.defer_periodic:
+            await super()._periodic_deferrer()
+        else:
+            # Park instead of returning: procrastinate's side-task monitor stops watching the
+            # others (the LISTEN connection among them) once any side task ends.
+            await asyncio.Event().wait()
 
 
 def _rescue_once() -> dict[str, list[int]]:
@@ -67,8 +84,15 @@ class Command(BaseCommand):
             "--concurrency", type=int, default=settings.WORKER_CONCURRENCY, help="jobs at once"
         )
         parser.add_argument("--name", default="", help="worker name in logs")
+        parser.add_argument(
+            "--no-periodic",
+            action="store_true",
+            help="defer no periodic task (nightly, rescore, retention) from this worker",
+        )
 
-    def handle(self, *args, queues: str, concurrency: int, name: str, **options) -> None:
+    def handle(
+        self, *args, queues: str, concurrency: int, name: str, no_periodic: bool, **options
+    ) -> None:
         # Reuse connections across jobs in this process only (the web side keeps its own
         # setting: its live streams close theirs).
         settings.DATABASES["default"]["CONN_MAX_AGE"] = settings.WORKER_CONN_MAX_AGE
@@ -76,13 +100,22 @@ class Command(BaseCommand):
             queues=[q.strip() for q in queues.split(",") if q.strip()] or None,
             concurrency=max(1, concurrency),
             name=name or None,
+            defer_periodic=not no_periodic,
         )
         asyncio.run(runner.run())
 
 
 class _Runner:
-    def __init__(self, *, queues: list[str] | None, concurrency: int, name: str | None) -> None:
+    def __init__(
+        self,
+        *,
+        queues: list[str] | None,
+        concurrency: int,
+        name: str | None,
+        defer_periodic: bool = True,
+    ) -> None:
         self.queues = queues
+        self.defer_periodic = defer_periodic
         self.concurrency = concurrency
         self.name = name
         self.worker: _Worker | None = None
@@ -137,6 +170,7 @@ class _Runner:
             execution.STOPPING.clear()
             self.worker = _Worker(
                 app=app,
+                defer_periodic=self.defer_periodic,
                 **{
                     **app.worker_defaults,
                     "queues": self.queues,
