@@ -164,7 +164,11 @@ def start_batch(tick_timestamp: int) -> int | None:
 def pull_fan_out_forward(sender=None, *, run_id: int, **kwargs) -> None:
     """A nightly run ended (receiver of pipeline_completed/pipeline_failed, after commit): its
     slot is free, so the waiting fan-out step runs now instead of at its scheduled time."""
-    if not PipelineRun.objects.filter(pk=run_id, kind=RunKind.NIGHTLY).exists():
+    kind = kwargs.get("kind")  # pipeline_completed says; pipeline_failed does not
+    if kind is None:
+        if not PipelineRun.objects.filter(pk=run_id, kind=RunKind.NIGHTLY).exists():
+            return
+    elif kind != RunKind.NIGHTLY:
         return
     with connection.cursor() as cursor:
         cursor.execute(

@@ -8,7 +8,7 @@ from django.dispatch import Signal
 onboarding_sync_completed = Signal()
 # kwargs: team_id, run_id, repository_id, full_name, prs_synced
 repository_sync_completed = Signal()
-# kwargs: team_id, run_id
+# kwargs: team_id, run_id, kind (the RunKind)
 pipeline_completed = Signal()
 # kwargs: team_id, run_id, stage, error
 pipeline_failed = Signal()

@@ -63,7 +63,7 @@ def run_stage_job(context: JobContext, stage: str, run_id: int) -> None:
             counts = stage_function(stage)(attempt.run)
         # The hand-off is inside the try: if its transaction fails, nothing of it committed
         # (no next job, status unchanged) and the attempt is retried or failed like any error.
-        transitions.complete_stage(attempt.pk, counts)
+        transitions.complete_stage(attempt, counts)
     except execution.Superseded as exc:
         logger.warning("stage %s of run %s stopped: %s", stage, run_id, exc)
     except RescheduleStage as exc:

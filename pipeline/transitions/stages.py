@@ -7,25 +7,26 @@ the package docstring for the invariant."""
 from __future__ import annotations
 
 import datetime
+import json
 import logging
 from collections.abc import Callable
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
+from psycopg.types.json import Jsonb
 
 from onboarding.models import Team
 from pipeline import notify, queue, signals
-from pipeline.models import EmailOutbox, PipelineRun, RunKind, StageAttempt
+from pipeline.models import PipelineRun, RunKind, StageAttempt
 from pipeline.stages import email as email_stage
-from pipeline.status import PipelineStatus, next_status
+from pipeline.status import STAGE_ORDER, PipelineStatus, next_status
 from pipeline.transitions._common import (
     WORKER_LOST_MESSAGE,
     _finish_attempt,
     _is_current,
     _lock_attempt,
     _lock_team,
-    _lock_team_of,
     job_priority,
 )
 
@@ -39,110 +40,143 @@ def begin_stage(
     that stage (a re-run after a crash, a superseded run) or when the job is not the one that
     carries the stage now (a stale duplicate): the caller must then do nothing.
 
+    One statement, one transaction (``pipeline_begin_stage_v1``, migration 0008): lock the team,
+    read the run after the lock, compare-and-swap on state, stage and current job, close an
+    attempt a dead worker left running, insert the attempt and NOTIFY ``stage_started``. The
+    returned attempt carries its run, read under that lock.
+
     ``job_id``/``job_attempts`` identify the procrastinate job and its execution; None only
     for calls outside a worker (tests, shell)."""
-    with transaction.atomic():
-        team = _lock_team_of(runs__id=run_id)
-        run = PipelineRun.objects.get(pk=run_id)
-        if not _is_current(team, run, stage):
-            logger.info(
-                "stage %s of run %s is not current (%s); skipping",
-                stage,
-                run_id,
-                team.pipeline_status,
-            )
-            return None
-        if job_id is not None and run.current_job_id not in (None, job_id):
-            logger.warning(
-                "job %s is not run %s's current job %s; skipping",
-                job_id,
-                run_id,
-                run.current_job_id,
-            )
-            return None
-        now = timezone.now()
-        earlier = list(run.attempts.filter(stage=stage))
-        # An attempt still marked running belongs to a worker that died (SIGKILL, OOM, host
-        # loss) before recording its end; this job is its rescue.
-        for lost in earlier:
-            if lost.outcome == StageAttempt.Outcome.RUNNING:
-                _finish_attempt(lost, StageAttempt.Outcome.FAILED, now, error=WORKER_LOST_MESSAGE)
-        attempt = StageAttempt.objects.create(
-            run=run,
-            stage=stage,
-            attempt=len(earlier) + 1,
-            job_id=job_id,
-            job_attempts=job_attempts,
-            started_at=now,
+    result = _call(
+        "pipeline_begin_stage_v1",
+        run_id,
+        stage,
+        job_id,
+        job_attempts,
+        WORKER_LOST_MESSAGE,
+        notify.CHANNEL,
+    )
+    if result["result"] == "missing":
+        raise PipelineRun.DoesNotExist(f"run {run_id} does not exist")
+    if result["result"] == "not_current":
+        logger.info(
+            "stage %s of run %s is not current (%s); skipping",
+            stage,
+            run_id,
+            result["team_status"],
         )
-        notify.publish(
-            team_id=team.pk,
-            run_id=run.pk,
-            status=stage,
-            event="stage_started",
-            attempt=attempt.pk,
+        return None
+    if result["result"] == "not_current_job":
+        logger.warning(
+            "job %s is not run %s's current job %s; skipping",
+            job_id,
+            run_id,
+            result["current_job_id"],
         )
-        return attempt
+        return None
+    attempt = _instance(StageAttempt, result["attempt"])
+    attempt.run = _instance(PipelineRun, result["run"])
+    return attempt
 
 
-def complete_stage(attempt_id: int, counts: dict | None = None) -> str | None:
-    """Hand off: the attempt succeeded, the next stage is queued, the status moves on. Returns
-    the new status, or None when the run had already moved (nothing changed)."""
-    with transaction.atomic():
-        locked = _lock_attempt(attempt_id)
-        if locked is None:
-            return None
-        team, run, attempt = locked
-        now = timezone.now()
-        new_status = next_status(attempt.stage)
-        # The job goes in first: if anything after it fails, the whole hand-off rolls back with
-        # it (tests/pipeline/test_worker.py injects exactly that fault).
-        # Only onboarding tells the user by e-mail; nightly and re-score runs finish quietly.
-        if new_status == PipelineStatus.COMPLETE and run.kind == RunKind.ONBOARDING:
-            outbox = EmailOutbox.objects.create(
-                run=run, team=team, recipients=email_stage.admin_recipients(team.pk)
+def complete_stage(attempt: StageAttempt | int, counts: dict | None = None) -> str | None:
+    """Hand off: the attempt succeeded, the next stage is queued (or, after the last stage, the
+    run is complete and an onboarding run's e-mail is in the outbox with its job), the status
+    moves on and ``stage_completed`` is NOTIFYed. Returns the new status, or None when the run
+    had already moved (nothing changed).
+
+    One statement, one transaction (``pipeline_complete_stage_v1``): the same lock, re-read and
+    compare-and-swap as every transition, then the job first (a failure after it rolls it back
+    too), the attempt, run and team rows, and the NOTIFY. ``attempt`` is the StageAttempt that
+    ``begin_stage`` returned (its stage and run kind say whether an e-mail goes out, without a
+    read), or an attempt id."""
+    if not isinstance(attempt, StageAttempt):
+        attempt = StageAttempt.objects.select_related("run").get(pk=attempt)
+    run = attempt.run
+    recipients = None
+    if next_status(attempt.stage) == PipelineStatus.COMPLETE and run.kind == RunKind.ONBOARDING:
+        # Recorded on the outbox row for staff; the e-mail job reads the team's admins again
+        # when it sends (pipeline.stages.email.send_outbox).
+        recipients = email_stage.admin_recipients(run.team_id)
+    result = _call(
+        "pipeline_complete_stage_v1",
+        attempt.pk,
+        Jsonb(counts or {}),
+        Jsonb(_handoff_plan()),
+        None if recipients is None else Jsonb(recipients),
+        Jsonb(
+            {
+                "task": queue.EMAIL_JOB.task_name,
+                "queue": queue.EMAIL_JOB.queue,
+                "priority": queue.EMAIL_JOB.priority,
+            }
+        ),
+        notify.CHANNEL,
+    )
+    if result["result"] != "handed_off":
+        logger.info("attempt %s is no longer current; hand-off skipped", attempt.pk)
+        return None
+    new_status, team_id, run_id = result["status"], result["team_id"], result["run_id"]
+    if attempt.stage == PipelineStatus.SYNCING:
+        transaction.on_commit(
+            lambda: signals.onboarding_sync_completed.send(
+                sender=PipelineRun,
+                team_id=team_id,
+                run_id=run_id,
+                repositories_synced=(counts or {}).get("repositories_synced", 0),
+                prs_synced=(counts or {}).get("prs_synced", 0),
             )
-            outbox.job_id = queue.defer(queue.EMAIL_JOB, outbox_id=outbox.pk)
-            outbox.save(update_fields=["job_id"])
-        if new_status == PipelineStatus.COMPLETE:
-            run.state = PipelineRun.State.COMPLETE
-            run.finished_at = now
-            run.current_job_id = None
-        else:
-            run.current_job_id = queue.defer_stage(
-                new_status, run_id=run.pk, priority=job_priority(run)
-            )
-        _finish_attempt(attempt, StageAttempt.Outcome.SUCCEEDED, now, counts=counts or {})
-        run.stage = new_status
-        run.save(update_fields=["stage", "state", "finished_at", "current_job_id"])
-        team.pipeline_status = new_status
-        if new_status == PipelineStatus.COMPLETE:
-            team.pipeline_completed_at = now
-        team.save(update_fields=["pipeline_status", "pipeline_completed_at"])
-        notify.publish(
-            team_id=team.pk,
-            run_id=run.pk,
-            status=new_status,
-            event="stage_completed",
-            attempt=attempt.pk,
         )
-        if attempt.stage == PipelineStatus.SYNCING:
-            transaction.on_commit(
-                lambda: signals.onboarding_sync_completed.send(
-                    sender=PipelineRun,
-                    team_id=team.pk,
-                    run_id=run.pk,
-                    repositories_synced=(counts or {}).get("repositories_synced", 0),
-                    prs_synced=(counts or {}).get("prs_synced", 0),
-                )
+    if new_status == PipelineStatus.COMPLETE:
+        transaction.on_commit(
+            lambda: signals.pipeline_completed.send(
+                sender=PipelineRun, team_id=team_id, run_id=run_id, kind=run.kind
             )
-        if new_status == PipelineStatus.COMPLETE:
-            transaction.on_commit(
-                lambda: signals.pipeline_completed.send(
-                    sender=PipelineRun, team_id=team.pk, run_id=run.pk
-                )
+        )
+    return new_status
+
+
+def _handoff_plan() -> dict:
+    """What follows each stage, for ``pipeline_complete_stage_v1``: the next status and, unless
+    the run completes, the next stage's job (task, queue, priority by run kind)."""
+    plan = {}
+    for stage in STAGE_ORDER:
+        following = next_status(stage)
+        step: dict = {"status": following}
+        if following != PipelineStatus.COMPLETE:
+            spec = queue.STAGE_JOBS[following]
+            step.update(
+                task=spec.task_name,
+                queue=spec.queue,
+                priority={kind: _priority(kind, spec) for kind in RunKind.values},
             )
-        return new_status
+        plan[stage] = step
+    return plan
+
+
+def _priority(kind: str, spec: queue.JobSpec) -> int:
+    chosen = job_priority(PipelineRun(kind=kind))
+    return spec.priority if chosen is None else chosen
+
+
+def _call(function: str, *args) -> dict:
+    """``SELECT function(args)`` on Django's connection (in the caller's transaction if there is
+    one, else a transaction of its own), returning its jsonb result."""
+    placeholders = ", ".join(["%s"] * len(args))
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT {function}({placeholders})", list(args))
+        (result,) = cursor.fetchone()
+    return json.loads(result) if isinstance(result, str) else result
+
+
+def _instance(model, row: dict):
+    """A model instance from ``to_jsonb`` of its row, as if the ORM had loaded it."""
+    fields = model._meta.concrete_fields
+    return model.from_db(
+        connection.alias,
+        [field.attname for field in fields],
+        [field.to_python(row[field.column]) for field in fields],
+    )
 
 
 def retry_stage_later(attempt_id: int, user_message: str) -> None:
