@@ -78,7 +78,6 @@ CREATE FUNCTION pipeline_complete_stage_v1(
     p_attempt_id bigint,
     p_counts jsonb,
     p_next jsonb,
-    p_recipients jsonb,
     p_email_job jsonb,
     p_channel text
 ) RETURNS jsonb
@@ -122,9 +121,10 @@ BEGIN
         )]::procrastinate_job_to_defer_v1[]))[1];
     ELSIF v_run.kind = 'onboarding' THEN
         -- Only onboarding tells the user by e-mail; nightly and re-score runs finish quietly.
+        -- The recipients are the team's admins when the e-mail job sends (it records them).
         INSERT INTO pipeline_emailoutbox
                 (run_id, team_id, status, recipients, attempts, error, job_id, created_at, sent_at)
-            VALUES (v_run.id, v_team.id, 'pending', coalesce(p_recipients, '[]'::jsonb), 0, '',
+            VALUES (v_run.id, v_team.id, 'pending', '[]'::jsonb, 0, '',
                     NULL, clock_timestamp(), NULL)
             RETURNING id INTO v_outbox_id;
         UPDATE pipeline_emailoutbox SET job_id = (procrastinate_defer_jobs_v1(ARRAY[ROW(
@@ -176,7 +176,7 @@ class Migration(migrations.Migration):
         migrations.RunSQL(
             COMPLETE_STAGE,
             reverse_sql=(
-                "DROP FUNCTION pipeline_complete_stage_v1(bigint, jsonb, jsonb, jsonb, jsonb, text)"
+                "DROP FUNCTION pipeline_complete_stage_v1(bigint, jsonb, jsonb, jsonb, text)"
             ),
         ),
     ]

@@ -98,15 +98,16 @@ def send_outbox(outbox_id: int, *, final_attempt: bool) -> None:
         )
         if outbox.status == EmailOutbox.Status.SENT:
             return
+        outbox.run.team = outbox.team  # one row, already read: the e-mail names the team
         outbox.attempts += 1
         # The team's admins now, not when the run completed: an admin added since gets it, one
-        # removed since does not. The row keeps the list actually used.
+        # removed since does not. The row keeps the list actually used (saved with the outcome,
+        # in the same transaction).
         outbox.recipients = admin_recipients(outbox.team_id)
-        outbox.save(update_fields=["recipients"])
         if not outbox.recipients:
             outbox.status = EmailOutbox.Status.FAILED
             outbox.error = "The team has no admin with an e-mail address."
-            outbox.save(update_fields=["attempts", "status", "error"])
+            outbox.save(update_fields=["recipients", "attempts", "status", "error"])
             error = outbox.error
         else:
             error = _send(outbox, final_attempt=final_attempt)
@@ -150,13 +151,13 @@ def _send(outbox: EmailOutbox, *, final_attempt: bool) -> str:
         logger.warning("e-mail for run %s failed: %s", outbox.run_id, exc.__class__.__name__)
         outbox.error = describe_error(exc)[:1000]
         outbox.status = EmailOutbox.Status.FAILED if final_attempt else EmailOutbox.Status.PENDING
-        outbox.save(update_fields=["attempts", "status", "error"])
+        outbox.save(update_fields=["recipients", "attempts", "status", "error"])
         error = outbox.error
     else:
         outbox.status = EmailOutbox.Status.SENT
         outbox.sent_at = timezone.now()
         outbox.error = ""
-        outbox.save(update_fields=["attempts", "status", "error", "sent_at"])
+        outbox.save(update_fields=["recipients", "attempts", "status", "error", "sent_at"])
     return error
 
 

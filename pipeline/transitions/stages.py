@@ -7,6 +7,7 @@ the package docstring for the invariant."""
 from __future__ import annotations
 
 import datetime
+import functools
 import json
 import logging
 from collections.abc import Callable
@@ -19,7 +20,6 @@ from psycopg.types.json import Jsonb
 from onboarding.models import Team
 from pipeline import notify, queue, signals
 from pipeline.models import PipelineRun, RunKind, StageAttempt
-from pipeline.stages import email as email_stage
 from pipeline.status import STAGE_ORDER, PipelineStatus, next_status
 from pipeline.transitions._common import (
     WORKER_LOST_MESSAGE,
@@ -88,22 +88,17 @@ def complete_stage(attempt: StageAttempt | int, counts: dict | None = None) -> s
     One statement, one transaction (``pipeline_complete_stage_v1``): the same lock, re-read and
     compare-and-swap as every transition, then the job first (a failure after it rolls it back
     too), the attempt, run and team rows, and the NOTIFY. ``attempt`` is the StageAttempt that
-    ``begin_stage`` returned (its stage and run kind say whether an e-mail goes out, without a
-    read), or an attempt id."""
+    ``begin_stage`` returned (with its run: no read needed), or an attempt id. The outbox row's
+    recipients are filled in when the e-mail job sends (the team's admins then:
+    ``pipeline.stages.email.send_outbox``)."""
     if not isinstance(attempt, StageAttempt):
         attempt = StageAttempt.objects.select_related("run").get(pk=attempt)
     run = attempt.run
-    recipients = None
-    if next_status(attempt.stage) == PipelineStatus.COMPLETE and run.kind == RunKind.ONBOARDING:
-        # Recorded on the outbox row for staff; the e-mail job reads the team's admins again
-        # when it sends (pipeline.stages.email.send_outbox).
-        recipients = email_stage.admin_recipients(run.team_id)
     result = _call(
         "pipeline_complete_stage_v1",
         attempt.pk,
         Jsonb(counts or {}),
-        Jsonb(_handoff_plan()),
-        None if recipients is None else Jsonb(recipients),
+        _handoff_plan(settings.NIGHTLY_JOB_PRIORITY),
         Jsonb(
             {
                 "task": queue.EMAIL_JOB.task_name,
@@ -136,9 +131,11 @@ def complete_stage(attempt: StageAttempt | int, counts: dict | None = None) -> s
     return new_status
 
 
-def _handoff_plan() -> dict:
-    """What follows each stage, for ``pipeline_complete_stage_v1``: the next status and, unless
-    the run completes, the next stage's job (task, queue, priority by run kind)."""
+@functools.lru_cache(maxsize=4)
+def _handoff_plan(scheduled_priority: int) -> str:
+    """What follows each stage, for ``pipeline_complete_stage_v1`` (JSON, built once per value
+    of the scheduled runs' priority setting): the next status and, unless the run completes,
+    the next stage's job (task, queue, priority by run kind)."""
     plan = {}
     for stage in STAGE_ORDER:
         following = next_status(stage)
@@ -151,7 +148,7 @@ def _handoff_plan() -> dict:
                 priority={kind: _priority(kind, spec) for kind in RunKind.values},
             )
         plan[stage] = step
-    return plan
+    return json.dumps(plan)
 
 
 def _priority(kind: str, spec: queue.JobSpec) -> int:
