@@ -1,7 +1,8 @@
 """A PostgreSQL restart drops every connection, and so every liveness lock, of every live worker
 at once: the rescuer must not take that for the death of them all. Two ``manage.py worker``
 processes (shipped settings) run against a throwaway cluster that is restarted mid-sync; the
-pipeline completes with no rescue (the sync stays in its one job), the sync body runs to its end
+pipeline completes with no rescue (the sync stays in its one job, or hands back to a new one when
+procrastinate stopped a worker whose LISTEN connection failed), the sync body runs to its end
 once, both workers stay up and hold their locks again, and there is no drift."""
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import sys
 import psycopg
 import pytest
 
+from pipeline.execution import HAND_BACK_REASON
 from pipeline.status import STAGE_ORDER, PipelineStatus
 from tests.conftest import BASE_DIR, wait_for
 from tests.pipeline.test_postgres_restart import ThrowawayPostgres, postgres  # noqa: F401
@@ -115,10 +117,23 @@ def test_a_postgres_restart_does_not_get_live_workers_rescued(
         assert all(w.poll() is None for w in workers)
         text = "".join(log.read_text(errors="replace") for log in logs)
         assert "rescued job" not in text, text[-4000:]
-        # Never superseded: the sync ran in its one job throughout (retried, not replaced).
-        assert query(
-            "SELECT count(*) FROM procrastinate_jobs WHERE task_name = 'pipeline.stage.sync'"
-        ) == (1,)
+        # Never superseded (no rescue, no attempt closed as lost). When a worker's LISTEN
+        # connection could not be re-opened while the server was shutting down, procrastinate
+        # stopped that worker, and the running sync handed back at its next page
+        # (pipeline.execution): then one new job per hand-back, each recorded as such.
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            outcomes = conn.execute(
+                "SELECT outcome, error FROM pipeline_stageattempt WHERE stage = 'syncing'"
+                " ORDER BY id"
+            ).fetchall()
+            (sync_jobs,) = conn.execute(
+                "SELECT count(*) FROM procrastinate_jobs WHERE task_name = 'pipeline.stage.sync'"
+            ).fetchone()
+        hand_backs = [o for o in outcomes if o == ("rescheduled", HAND_BACK_REASON)]
+        assert {o for o, _ in outcomes} <= {"rescheduled", "retrying", "succeeded"}, outcomes
+        assert len(hand_backs) == len([o for o, _ in outcomes if o == "rescheduled"]), outcomes
+        assert outcomes[-1][0] == "succeeded"
+        assert sync_jobs == 1 + len(hand_backs), (sync_jobs, outcomes)
         assert query(
             "SELECT (summary ->> 'completions_syncing')::int FROM pipeline_pipelinerun"
         ) == (1,)
