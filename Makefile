@@ -23,8 +23,9 @@ chromium:
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
 	  || { echo "could not install chromium: run 'apt-get install chromium' as root"; exit 1; }; }
 
+# Four pytest runs ("legs", each well under five minutes), one after the other: .ci/test-legs.
 test: $(STAMP) chromium
-	$(BIN)/python -m pytest
+	.ci/test-legs
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
