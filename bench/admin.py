@@ -17,14 +17,18 @@ Usage: bench/admin [--jobs 1000000] [--teams 1000] [--repeat 5]
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
 import time
 from pathlib import Path
 
-from scratch import create_scratch_database, drop_scratch_database, use_scratch_database
+from scratch import (
+    create_scratch_database,
+    drop_scratch_database,
+    use_scratch_database,
+    write_results,
+)
 
 SCRATCH_DATABASE = "tformance_bench_admin"
 RESULTS = Path(__file__).resolve().parent / "results" / "admin.json"
@@ -184,26 +188,18 @@ def main() -> int:
         f" count + page {baseline * 1000:.0f} ms"
         f" ({pages['unfiltered']['median_seconds'] / max(baseline, 1e-9):.2f}x); load {load:.1f}"
     )
-    output = Path(args.output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(
-        json.dumps(
-            {
-                "benchmark": "admin",
-                "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                "cpus": os.cpu_count(),
-                "arguments": vars(args),
-                "fill_seconds": round(fill_seconds, 1),
-                "pages": pages,
-                "baseline_stock_admin_seconds": baseline,
-                "load": round(load, 2),
-                "targets": {"page_seconds": TARGET_PAGE_SECONDS},
-            },
-            indent=2,
-        )
-        + "\n"
+    write_results(
+        args.output,
+        "admin",
+        {
+            "fill_seconds": round(fill_seconds, 1),
+            "pages": pages,
+            "baseline_stock_admin_seconds": baseline,
+            "load": round(load, 2),
+            "targets": {"page_seconds": TARGET_PAGE_SECONDS},
+        },
+        arguments=vars(args),
     )
-    print(f"results written to {output}")
     return 0
 
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import multiprocessing
 import os
 import signal
@@ -36,7 +35,13 @@ from pathlib import Path
 
 import psutil
 import psycopg
-from scratch import BASE_DIR, create_scratch_database, drop_scratch_database, use_scratch_database
+from scratch import (
+    BASE_DIR,
+    create_scratch_database,
+    drop_scratch_database,
+    use_scratch_database,
+    write_results,
+)
 
 SCRATCH_DATABASE = "tformance_bench_e2e"
 RESULTS = Path(__file__).resolve().parent / "results" / "e2e.json"
@@ -294,27 +299,19 @@ def main() -> int:
             f"{big['prs']} PRs ({growth:.2f}x for {big['prs'] / max(1, small['prs']):.0f}x the "
             "PRs; target: flat)"
         )
-    output = Path(args.output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(
-        json.dumps(
-            {
-                "benchmark": "e2e",
-                "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                "cpus": os.cpu_count(),
-                "arguments": vars(args),
-                "worker_commands": [worker_command("sync")[1:], worker_command("llm,default")[1:]],
-                "results": results,
-                "targets": {
-                    "first_pr_seconds": TARGET_FIRST_PR_SECONDS,
-                    "email_seconds": TARGET_EMAIL_SECONDS,
-                },
+    write_results(
+        args.output,
+        "e2e",
+        {
+            "worker_commands": [worker_command("sync")[1:], worker_command("llm,default")[1:]],
+            "results": results,
+            "targets": {
+                "first_pr_seconds": TARGET_FIRST_PR_SECONDS,
+                "email_seconds": TARGET_EMAIL_SECONDS,
             },
-            indent=2,
-        )
-        + "\n"
+        },
+        arguments=vars(args),
     )
-    print(f"results written to {output}")
     return 0
 
 

@@ -19,13 +19,17 @@ Usage: bench/jobs [--jobs 100000] [--days 30] [--repeat 200]
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
 from pathlib import Path
 
-from scratch import create_scratch_database, drop_scratch_database, use_scratch_database
+from scratch import (
+    create_scratch_database,
+    drop_scratch_database,
+    use_scratch_database,
+    write_results,
+)
 
 SCRATCH_DATABASE = "tformance_bench_jobs"
 RESULTS = Path(__file__).resolve().parent / "results" / "jobs.json"
@@ -185,23 +189,16 @@ def main() -> int:
             f" {m['load']:>5}"
         )
     print(f"retention run: {deleted:,} jobs deleted in {seconds:.2f} s")
-    output = Path(args.output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(
-        json.dumps(
-            {
-                "benchmark": "jobs",
-                "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                "arguments": vars(args),
-                "retention": {"how": how, "days": days, "deleted": deleted, "seconds": seconds},
-                "without_retention": before,
-                "with_retention": after,
-            },
-            indent=2,
-        )
-        + "\n"
+    write_results(
+        args.output,
+        "jobs",
+        {
+            "retention": {"how": how, "days": days, "deleted": deleted, "seconds": seconds},
+            "without_retention": before,
+            "with_retention": after,
+        },
+        arguments=vars(args),
     )
-    print(f"results written to {output}")
     return 0
 
 

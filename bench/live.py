@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import re
 import resource
@@ -34,10 +33,9 @@ import statistics
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import psycopg
-from scratch import BASE_DIR, create_scratch_database, drop_scratch_database
+from scratch import BASE_DIR, create_scratch_database, drop_scratch_database, write_results
 
 SCRATCH_DATABASE = "tformance_bench_live"
 WEB_APPLICATION_NAME = "bench-live-web"
@@ -384,23 +382,14 @@ def main() -> int:
             )
             result["load"] = round(os.getloadavg()[0], 2)
         print(f"  load average at the end: {os.getloadavg()[0]:.1f} (other work skews the figures)")
-        output = Path(args.output)
-        output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_text(
-            json.dumps(
-                {
-                    "benchmark": "live",
-                    "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                    "cpus": os.cpu_count(),
-                    "arguments": vars(args),
-                    "levels": results,
-                },
-                indent=2,
-                default=str,
-            )
-            + "\n"
+        write_results(
+            args.output,
+            "live",
+            {
+                "levels": results,
+            },
+            arguments=vars(args),
         )
-        print(f"results written to {output}")
         return 0
     finally:
         web.terminate()

@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
-import json
 import math
 import multiprocessing
 import os
@@ -35,7 +34,13 @@ import time
 from pathlib import Path
 
 import psycopg
-from scratch import BASE_DIR, create_scratch_database, drop_scratch_database, use_scratch_database
+from scratch import (
+    BASE_DIR,
+    create_scratch_database,
+    drop_scratch_database,
+    use_scratch_database,
+    write_results,
+)
 
 SCRATCH_DATABASE = "tformance_bench_nightly"
 RESULTS = Path(__file__).resolve().parent / "results" / "nightly.json"
@@ -423,24 +428,16 @@ def main() -> int:
         f" idle workers: {result['onboarding_first_stage_wait_idle_seconds']:.3f} s"
         f" (load {result['load']})"
     )
-    output = Path(args.output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(
-        json.dumps(
-            {
-                "benchmark": "nightly",
-                "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                "cpus": os.cpu_count(),
-                "arguments": vars(args),
-                "worker_commands": [worker_command("sync")[1:], worker_command("llm,default")[1:]],
-                "result": result,
-                "targets": {"first_stage_wait_mid_batch_seconds": TARGET_FIRST_STAGE_WAIT_SECONDS},
-            },
-            indent=2,
-        )
-        + "\n"
+    write_results(
+        args.output,
+        "nightly",
+        {
+            "worker_commands": [worker_command("sync")[1:], worker_command("llm,default")[1:]],
+            "result": result,
+            "targets": {"first_stage_wait_mid_batch_seconds": TARGET_FIRST_STAGE_WAIT_SECONDS},
+        },
+        arguments=vars(args),
     )
-    print(f"results written to {output}")
     return 0
 
 

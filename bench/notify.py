@@ -23,7 +23,6 @@ Usage: bench/notify [--clients 1,16,64] [--seconds 10] [--teams 1000]
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import shutil
@@ -31,11 +30,15 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 from pathlib import Path
 
 import psycopg
-from scratch import create_scratch_database, drop_scratch_database, use_scratch_database
+from scratch import (
+    create_scratch_database,
+    drop_scratch_database,
+    use_scratch_database,
+    write_results,
+)
 
 SCRATCH_DATABASE = "tformance_bench_notify"
 RESULTS = Path(__file__).resolve().parent / "results" / "notify.json"
@@ -195,22 +198,14 @@ def main() -> int:
             f"{by['ours+queue'] / by['none']:.2f}x without any NOTIFY"
         )
     print(f"notifications drained by the listener: {drain.count}")
-    output = Path(args.output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(
-        json.dumps(
-            {
-                "benchmark": "notify",
-                "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                "cpus": os.cpu_count(),
-                "seconds": args.seconds,
-                "rows": rows,
-            },
-            indent=2,
-        )
-        + "\n"
+    write_results(
+        args.output,
+        "notify",
+        {
+            "seconds": args.seconds,
+            "rows": rows,
+        },
     )
-    print(f"results written to {output}")
     return 0
 
 

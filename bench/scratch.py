@@ -9,9 +9,11 @@ so bench/ is sys.path[0] and they import this module as ``scratch``.
 from __future__ import annotations
 
 import base64
+import json
 import os
 import resource
 import sys
+import time
 from pathlib import Path
 
 import psycopg
@@ -60,6 +62,26 @@ def drop_scratch_database(name: str) -> None:
     admin_url = _admin_urls.pop(name, None) or make_conninfo(_server_url(), dbname="postgres")
     with psycopg.connect(admin_url, autocommit=True) as conn:
         _drop(conn, name)
+
+
+def write_results(
+    output: str | Path, benchmark: str, figures: dict, *, arguments: dict | None = None
+) -> Path:
+    """Write a benchmark's JSON (``bench/results/<name>.json`` or its --output): the benchmark's
+    name, when it ran, the machine's CPU count and the arguments, then its own figures."""
+    path = Path(output)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    record = {
+        "benchmark": benchmark,
+        "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "cpus": os.cpu_count(),
+    }
+    if arguments is not None:
+        record["arguments"] = arguments
+    record.update(figures)
+    path.write_text(json.dumps(record, indent=2, default=str) + "\n")
+    print(f"results written to {path}")
+    return path
 
 
 def peak_rss_mb() -> float:

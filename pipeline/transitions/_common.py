@@ -22,7 +22,12 @@ WORKER_LOST_MESSAGE = "The worker running this step stopped before finishing; it
 def job_priority(run: PipelineRun) -> int | None:
     """Scheduled runs' jobs yield to onboarding's (procrastinate takes higher first); None keeps
     the job spec's own priority."""
-    return None if run.kind == RunKind.ONBOARDING else settings.NIGHTLY_JOB_PRIORITY
+    return kind_priority(run.kind)
+
+
+def kind_priority(kind: str) -> int | None:
+    """``job_priority`` for a run of ``kind``."""
+    return None if kind == RunKind.ONBOARDING else settings.NIGHTLY_JOB_PRIORITY
 
 
 def _lock_team(team_id: int) -> Team:

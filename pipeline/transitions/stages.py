@@ -28,6 +28,7 @@ from pipeline.transitions._common import (
     _lock_attempt,
     _lock_team,
     job_priority,
+    kind_priority,
 )
 
 logger = logging.getLogger(__name__)
@@ -99,13 +100,7 @@ def complete_stage(attempt: StageAttempt | int, counts: dict | None = None) -> s
         attempt.pk,
         Jsonb(counts or {}),
         _handoff_plan(settings.NIGHTLY_JOB_PRIORITY),
-        Jsonb(
-            {
-                "task": queue.EMAIL_JOB.task_name,
-                "queue": queue.EMAIL_JOB.queue,
-                "priority": queue.EMAIL_JOB.priority,
-            }
-        ),
+        _EMAIL_JOB,
         notify.CHANNEL,
     )
     if result["result"] != "handed_off":
@@ -131,6 +126,16 @@ def complete_stage(attempt: StageAttempt | int, counts: dict | None = None) -> s
     return new_status
 
 
+# The e-mail job an onboarding run's last hand-off defers, for pipeline_complete_stage_v1.
+_EMAIL_JOB = json.dumps(
+    {
+        "task": queue.EMAIL_JOB.task_name,
+        "queue": queue.EMAIL_JOB.queue,
+        "priority": queue.EMAIL_JOB.priority,
+    }
+)
+
+
 @functools.lru_cache(maxsize=4)
 def _handoff_plan(scheduled_priority: int) -> str:
     """What follows each stage, for ``pipeline_complete_stage_v1`` (JSON, built once per value
@@ -145,15 +150,13 @@ def _handoff_plan(scheduled_priority: int) -> str:
             step.update(
                 task=spec.task_name,
                 queue=spec.queue,
-                priority={kind: _priority(kind, spec) for kind in RunKind.values},
+                priority={
+                    kind: spec.priority if kind_priority(kind) is None else kind_priority(kind)
+                    for kind in RunKind.values
+                },
             )
         plan[stage] = step
     return json.dumps(plan)
-
-
-def _priority(kind: str, spec: queue.JobSpec) -> int:
-    chosen = job_priority(PipelineRun(kind=kind))
-    return spec.priority if chosen is None else chosen
 
 
 def _call(function: str, *args) -> dict:
