@@ -49,7 +49,7 @@ def is_loopback(host: str) -> bool:
 
 
 def _interrupt(signum, frame) -> None:
-    # SIGTERM (e.g. from a process manager) stops everything like Ctrl-C does.
+    # SIGTERM (e.g. from a process manager) and SIGINT (Ctrl-C) stop everything.
     raise KeyboardInterrupt
 
 
@@ -85,7 +85,11 @@ class Command(BaseCommand):
         types = read_procfile(Path(procfile))
         if not any(t.name == "web" for t in types):
             raise CommandError(f"{procfile} has no 'web' process type")
+        # Set explicitly, SIGINT too: started as a background job of a non-interactive shell,
+        # Python inherits SIGINT ignored, so a Ctrl-C to the process group stopped the children
+        # (they install their own handlers) and this supervisor restarted them.
         signal.signal(signal.SIGTERM, _interrupt)
+        signal.signal(signal.SIGINT, _interrupt)
         env = {
             **os.environ,
             "DJANGO_SETTINGS_MODULE": os.environ.get("DJANGO_SETTINGS_MODULE", "settings.base"),
