@@ -121,6 +121,9 @@ def test_a_sigkilled_worker_is_restarted_the_site_stays_up_and_pipelines_complet
 
 def test_a_worker_that_exits_cleanly_is_restarted_too(product):
     stopped = product.pid_of("worker_sync")
+    # Only once its signal handlers are in: during Django's start-up SIGTERM's default action
+    # kills the process (seen on a loaded CI machine), which is the SIGKILL test's case.
+    wait_for(lambda: f"worker started (pid {stopped})" in product.log(), timeout=60)
     os.kill(stopped, signal.SIGTERM)  # procrastinate's worker exits 0 on SIGTERM
 
     wait_for(lambda: "worker_sync restarted" in product.log(), timeout=60)

@@ -146,6 +146,15 @@ class _Runner:
         )
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self._on_signal, signum)
+        # From here on a SIGTERM is a clean stop (before it, during Django's start-up, the
+        # default action kills the process: harmless, nothing has started). Launchers and tests
+        # wait for this line.
+        logger.info(
+            "worker started (pid %d): queues %s, concurrency %d",
+            os.getpid(),
+            ",".join(self.queues) if self.queues else "all",
+            self.concurrency,
+        )
         lock = liveness.LivenessLock(
             lambda: self.worker.worker_id if self.worker is not None else None,
             connector_params(),
