@@ -46,6 +46,18 @@ def begin_stage(
     attempt a dead worker left running, insert the attempt and NOTIFY ``stage_started``. The
     returned attempt carries its run, read under that lock.
 
+    Its commit does not wait for the WAL flush (``synchronous_commit`` off for this transaction
+    only). A transaction that NOTIFYs holds PostgreSQL's one notification lock from before its
+    commit record is written until the commit ends, flush included, so notifying commits
+    queue behind each other's fsyncs; with a flush-free begin, a stage job has one such
+    commit (its hand-off), as a plain procrastinate job has one (its defer). bench/engine at
+    concurrency 8 went from 0.58-0.73x to 0.61-0.88x of raw procrastinate with this. Safe:
+    only a database crash can lose a commit that way, and then only the last ones in WAL order
+    (any later flush, such as procrastinate's own write of the job's outcome, covers it). A lost
+    begin leaves the job ``doing`` with no attempt, the state of a worker that died just after
+    fetching it, and the rescue loop supersedes such a job as it does any job of a dead worker.
+    The hand-off, which defers the next job, is flushed as usual.
+
     ``job_id``/``job_attempts`` identify the procrastinate job and its execution; None only
     for calls outside a worker (tests, shell)."""
     result = _call(
@@ -56,6 +68,7 @@ def begin_stage(
         job_attempts,
         WORKER_LOST_MESSAGE,
         notify.CHANNEL,
+        wait_for_flush=False,
     )
     if result["result"] == "missing":
         raise PipelineRun.DoesNotExist(f"run {run_id} does not exist")
@@ -159,13 +172,17 @@ def _handoff_plan(scheduled_priority: int) -> str:
     return json.dumps(plan)
 
 
-def _call(function: str, *args) -> dict:
+def _call(function: str, *args, wait_for_flush: bool = True) -> dict:
     """``SELECT function(args)`` on Django's connection (in the caller's transaction if there is
-    one, else a transaction of its own), returning its jsonb result."""
+    one, else a transaction of its own), returning its jsonb result.
+
+    ``wait_for_flush=False`` commits that transaction without waiting for its WAL flush
+    (``synchronous_commit`` off for it alone). See ``begin_stage`` for why that is safe there."""
     placeholders = ", ".join(["%s"] * len(args))
+    asynchronous = "" if wait_for_flush else "set_config('synchronous_commit', 'off', true), "
     with connection.cursor() as cursor:
-        cursor.execute(f"SELECT {function}({placeholders})", list(args))
-        (result,) = cursor.fetchone()
+        cursor.execute(f"SELECT {asynchronous}{function}({placeholders})", list(args))
+        result = cursor.fetchone()[-1]
     return json.loads(result) if isinstance(result, str) else result
 
 
