@@ -33,6 +33,9 @@ Stream protocol (``text/event-stream``):
 - ``event: done`` when the pipeline is complete or failed, then the server closes the stream;
 - ``: keepalive`` comments every ~15 s (proxies and browsers drop silent connections).
 
+Under the shipped ASGI application (``settings/asgi.py``) the stream's GETs are served by
+``onboarding.live_asgi`` in front of Django's request path, with the same authorisation, and the
+event stream below; ``progress_stream`` here serves the path when Django is reached directly.
 The stream needs ASGI (uvicorn): under WSGI, ``runserver`` and pytest-django's ``live_server`` an
 endless async stream never sends a byte. Every endpoint requires login and shows only the
 user's own team; a user without a team gets 404, an anonymous request 403.
@@ -77,7 +80,7 @@ STOP_POLLING = 286
 _CSRF_PLACEHOLDER = "csrf-token-placeholder-0b9e"
 _CSRF_PLACEHOLDER_BYTES = _CSRF_PLACEHOLDER.encode()
 _KEEPALIVE = b": keepalive\n\n"
-_NOT_LOGGED_IN = "Your session has ended. Log in again to follow the progress."
+NOT_LOGGED_IN = "Your session has ended. Log in again to follow the progress."
 
 
 @dataclass(frozen=True)
@@ -162,14 +165,14 @@ async def progress_stream(request: HttpRequest) -> HttpResponse:
     listener = get_listener(render_progress)
     team_id = await listener.run_read(_authorized_team_id, request)
     if team_id is None:
-        return HttpResponseForbidden(_NOT_LOGGED_IN)
+        return HttpResponseForbidden(NOT_LOGGED_IN)
     csrf_token = get_token(request)
     # Under ASGI each request has its own thread for sync code; if anything in it opened a
     # database connection, give it back now rather than holding a backend per open tab.
     await sync_to_async(_close_thread_connections)()
     user_id = request.user.pk  # loaded by the authorization above
     response = StreamingHttpResponse(
-        _event_stream(listener, team_id, csrf_token, user_id), content_type="text/event-stream"
+        event_stream(listener, team_id, csrf_token, user_id), content_type="text/event-stream"
     )
     response["Cache-Control"] = "no-cache"
     response["X-Accel-Buffering"] = "no"  # nginx: do not buffer the stream
@@ -180,7 +183,7 @@ def _is_member(user_id: int | None, team_id: int) -> bool:
     return Membership.objects.filter(user_id=user_id, team_id=team_id).exists()
 
 
-async def _event_stream(
+async def event_stream(
     listener: Listener, team_id: int, csrf_token: str, user_id: int | None = None
 ) -> AsyncIterator[bytes]:
     # Subscribe before the first read: a change committed after the read is then always
@@ -220,7 +223,7 @@ async def _event_stream(
 
 def _snapshot_or_refusal(request: HttpRequest) -> ProgressSnapshot | HttpResponse:
     if not request.user.is_authenticated:
-        return HttpResponseForbidden(_NOT_LOGGED_IN)
+        return HttpResponseForbidden(NOT_LOGGED_IN)
     return build_snapshot(team_of(request).pk)
 
 

@@ -1,0 +1,67 @@
+"""Who may open the live progress stream, which is served in front of Django's request path
+(onboarding/live_asgi.py): Django's own session rules still decide (an expired session, a
+password changed elsewhere, a deactivated account), and the response carries the headers every
+page of the site has. Through a real uvicorn and real PostgreSQL."""
+
+from __future__ import annotations
+
+import datetime
+
+import pytest
+from django.conf import settings
+from django.contrib.sessions.models import Session
+from django.utils import timezone
+
+from tests.fixtures.live import session_cookies
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def test_the_stream_answers_with_the_security_headers_of_every_page(sse_connect, admin_user):
+    client = sse_connect(admin_user)
+
+    assert client.status_code == 200
+    assert client.headers["content-type"] == "text/event-stream"
+    assert client.headers["cache-control"] == "no-cache"
+    assert client.headers["x-frame-options"] == "DENY"
+    assert client.headers["x-content-type-options"] == "nosniff"
+    assert client.headers["referrer-policy"] == settings.SECURE_REFERRER_POLICY
+    assert client.next_event().event == "progress"
+
+
+def test_an_expired_session_cannot_open_the_stream(sse_connect, admin_user):
+    cookies = session_cookies(admin_user)
+    Session.objects.filter(session_key=cookies[settings.SESSION_COOKIE_NAME]).update(
+        expire_date=timezone.now() - datetime.timedelta(seconds=1)
+    )
+
+    client = sse_connect(cookies=cookies)
+
+    assert client.status_code == 403
+    assert client.events.get(timeout=5) is None
+
+
+def test_a_password_changed_elsewhere_ends_the_old_sessions_access(sse_connect, admin_user):
+    cookies = session_cookies(admin_user)
+    assert sse_connect(cookies=cookies).status_code == 200
+
+    admin_user.set_password("a new password, chosen after a scare")
+    admin_user.save()
+
+    assert sse_connect(cookies=cookies).status_code == 403
+
+
+def test_a_deactivated_account_cannot_open_the_stream(sse_connect, admin_user):
+    cookies = session_cookies(admin_user)
+    admin_user.is_active = False
+    admin_user.save(update_fields=["is_active"])
+
+    assert sse_connect(cookies=cookies).status_code == 403
+
+
+def test_a_made_up_session_cookie_is_refused(sse_connect, admin_user):
+    session_cookies(admin_user)  # a real session exists; the cookie below is not it
+
+    client = sse_connect(cookies={settings.SESSION_COOKIE_NAME: "x" * 32})
+
+    assert client.status_code == 403
