@@ -1,7 +1,8 @@
 """Who may open the live progress stream, which is served in front of Django's request path
 (onboarding/live_asgi.py): Django's own session rules still decide (an expired session, a
 password changed elsewhere, a deactivated account), and the response carries the headers every
-page of the site has. Through a real uvicorn and real PostgreSQL."""
+page of the site has; a member removed from the team stops receiving it. Through a real
+uvicorn and real PostgreSQL."""
 
 from __future__ import annotations
 
@@ -9,9 +10,12 @@ import datetime
 
 import pytest
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.contrib.sessions.models import Session
 from django.utils import timezone
 
+from onboarding.models import Membership
+from tests.conftest import wait_for
 from tests.fixtures.live import session_cookies
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -65,3 +69,22 @@ def test_a_made_up_session_cookie_is_refused(sse_connect, admin_user):
     client = sse_connect(cookies={settings.SESSION_COOKIE_NAME: "x" * 32})
 
     assert client.status_code == 403
+
+
+def test_a_member_removed_from_the_team_is_cut_off_while_the_others_stay(
+    sse_connect, settings, team, admin_user
+):
+    settings.LIVE_KEEPALIVE_SECONDS = 0.3  # membership is re-checked every half interval
+    colleague = get_user_model().objects.create_user(username="grace", password="x" * 12)
+    Membership.objects.create(team=team, user=colleague, role=Membership.Role.MEMBER)
+    leaving, staying = sse_connect(colleague), sse_connect(admin_user)
+    assert leaving.next_event().event == staying.next_event().event == "progress"
+
+    Membership.objects.filter(user=colleague).delete()
+
+    done = leaving.next_event(timeout=5)
+    assert (done.event, done.data) == ("done", "not a member")
+    assert leaving.ended.wait(5)
+    ticks = staying.keepalives
+    wait_for(lambda: staying.keepalives >= ticks + 3, timeout=5)
+    assert not staying.ended.is_set()
