@@ -221,15 +221,16 @@ async def event_stream(
         shown = await listener.snapshot(team_id)
         yield shown.result.event_for(csrf_token)
         checked_at = listener.loop.time()
+        check_every = keepalive_seconds() / 2
         while not shown.result.finished:
-            delivery = await subscription.queue.get()
+            delivery = await subscription.get()
             if delivery is None:  # the listener stopped
                 return
             # A user removed from the team stops receiving its progress within one keepalive
             # interval: each stream re-checks at most every half interval (every tick of an
             # idle stream), never once per change, against a read of the team's members at
             # most half an interval old that all of the team's streams share.
-            if listener.loop.time() - checked_at >= keepalive_seconds() / 2:
+            if listener.loop.time() - checked_at >= check_every:
                 checked_at = listener.loop.time()
                 if not await is_still_member(listener, user_id, team_id):
                     yield sse_event("done", "not a member").encode()

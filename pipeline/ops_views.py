@@ -69,7 +69,7 @@ async def _events(listener: Listener) -> AsyncIterator[bytes]:
         shown = await listener.snapshot(ALL_TEAMS)
         yield shown.result
         while True:
-            delivery = await subscription.queue.get()
+            delivery = await subscription.get()
             if delivery is None:
                 return
             if delivery is TICK:
