@@ -27,22 +27,23 @@ class AuthenticatedHttpRequest(HttpRequest):
 NO_TEAM = "You are not a member of a team yet."
 
 
-def team_of(request: HttpRequest) -> Team:
-    """The logged-in user's team. Every view scopes its queries with this, so another team's
-    ids are simply not found (404), never shown."""
+def _membership_of(request: HttpRequest) -> Membership:
     membership = getattr(request.user, "membership", None)
     if membership is None:
         raise Http404(NO_TEAM)
-    return membership.team
+    return membership
+
+
+def team_of(request: HttpRequest) -> Team:
+    """The logged-in user's team. Every view scopes its queries with this, so another team's
+    ids are simply not found (404), never shown."""
+    return _membership_of(request).team
 
 
 def team_id_of(request: HttpRequest) -> int:
     """``team_of(request).pk`` without reading the team's row (the live stream opens a
     thousand at once after a deploy and needs only the id)."""
-    membership = getattr(request.user, "membership", None)
-    if membership is None:
-        raise Http404(NO_TEAM)
-    return membership.team_id
+    return _membership_of(request).team_id
 
 
 ADMINS_ONLY = "Only the team's admins can do this. Ask one of them, or ask to be made an admin."

@@ -33,9 +33,9 @@ Stream protocol (``text/event-stream``):
 - ``event: done`` when the pipeline is complete or failed, then the server closes the stream;
 - ``: keepalive`` comments every ~15 s (proxies and browsers drop silent connections).
 
-Under the shipped ASGI application (``settings/asgi.py``) the stream's GETs are served by
-``onboarding.live_asgi`` in front of Django's request path, with the same authorisation, and the
-event stream below; ``progress_stream`` here serves the path when Django is reached directly.
+The stream's GETs are served by ``onboarding.live_asgi``, in front of Django's request path
+(``settings/asgi.py``), with ``event_stream`` below; ``progress_stream`` is what Django answers
+on that path when it is reached without that front.
 The stream needs ASGI (uvicorn): under WSGI, ``runserver`` and pytest-django's ``live_server`` an
 endless async stream never sends a byte. Every endpoint requires login and shows only the
 user's own team; a user without a team gets 404, an anonymous request 403.
@@ -49,22 +49,18 @@ import weakref
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-from asgiref.sync import SyncToAsync, sync_to_async
-from django.core.handlers.asgi import ASGIRequest
 from django.db import connections
 from django.http import (
     HttpRequest,
     HttpResponse,
     HttpResponseForbidden,
     JsonResponse,
-    StreamingHttpResponse,
 )
-from django.middleware.csrf import get_token
 from django.template.loader import render_to_string
 from django.views.decorators.http import require_GET
 
 from onboarding.http import team_of
-from onboarding.listener import TICK, Listener, get_listener, keepalive_seconds
+from onboarding.listener import TICK, Listener, keepalive_seconds
 from onboarding.models import Membership
 from onboarding.progress_snapshot import ProgressSnapshot, build_snapshot
 from pipeline.scope import team_scope
@@ -121,64 +117,25 @@ def sse_event(event: str, data: str) -> str:
     return f"event: {event}\n" + "".join(f"data: {line}\n" for line in lines) + "\n"
 
 
-def _authorized_team_id(request: HttpRequest) -> int | None:
-    """The viewer's team id, None when not logged in; Http404 without a team. Runs on the
-    listener's reader thread: the session and membership reads use its connection."""
-    if not request.user.is_authenticated:
-        return None
-    return team_of(request).pk
-
-
 def _close_thread_connections() -> None:
     for connection in connections.all(initialized_only=True):
         connection.close()
 
 
-def _release_request_thread() -> None:
-    """Under ASGI, Django runs a request's sync code (signal receivers, sync-only middleware
-    such as WhiteNoise) on a thread of the request's own, kept until the request ends: for an
-    endless stream, as long as the tab is open, so a thousand tabs would hold a thousand idle
-    threads. Once streaming starts that thread has nothing left to do; let it go. asgiref
-    starts a new one if the request runs sync code again (at its end), and shuts that one down
-    when the request finishes. (Uses asgiref's SyncToAsync bookkeeping; when it is not there,
-    nothing is released and nothing breaks.)"""
-    context_var = getattr(SyncToAsync, "thread_sensitive_context", None)
-    executors = getattr(SyncToAsync, "context_to_thread_executor", None)
-    if context_var is None or executors is None:
-        return
-    context = context_var.get(None)
-    executor = executors.pop(context, None) if context is not None else None
-    if executor is not None:
-        executor.shutdown(wait=False)
-
-
-async def progress_stream(request: HttpRequest) -> HttpResponse:
-    """Server-Sent Events of the user's team's progress (ASGI only)."""
+def progress_stream(request: HttpRequest) -> HttpResponse:
+    """What Django itself answers on the stream's path. The stream is served in front of Django
+    by ``onboarding.live_asgi`` (``settings/asgi.py``), so Django sees this path only for other
+    methods, or when it is served without that front (WSGI, ``runserver``, the test client),
+    where an endless stream would be buffered forever and hold a worker: refuse at once, the
+    page polls instead."""
     if request.method != "GET":
         return HttpResponse(status=405, headers={"Allow": "GET"})
-    if not isinstance(request, ASGIRequest):
-        # Under WSGI (runserver, gunicorn sync workers) Django would buffer this endless
-        # stream forever and hold a worker thread: refuse at once, the page polls instead.
-        return HttpResponse(
-            "The live stream needs an ASGI server (uvicorn); this page falls back to polling.",
-            status=503,
-            content_type="text/plain",
-        )
-    listener = get_listener(render_progress)
-    team_id = await listener.run_read(_authorized_team_id, request)
-    if team_id is None:
-        return HttpResponseForbidden(NOT_LOGGED_IN)
-    csrf_token = get_token(request)
-    # Under ASGI each request has its own thread for sync code; if anything in it opened a
-    # database connection, give it back now rather than holding a backend per open tab.
-    await sync_to_async(_close_thread_connections)()
-    user_id = request.user.pk  # loaded by the authorization above
-    response = StreamingHttpResponse(
-        event_stream(listener, team_id, csrf_token, user_id), content_type="text/event-stream"
+    return HttpResponse(
+        "The live stream needs the ASGI application (settings.asgi, under uvicorn); this page"
+        " falls back to polling.",
+        status=503,
+        content_type="text/plain",
     )
-    response["Cache-Control"] = "no-cache"
-    response["X-Accel-Buffering"] = "no"  # nginx: do not buffer the stream
-    return response
 
 
 def _member_ids(team_id: int) -> frozenset[int]:
@@ -216,7 +173,6 @@ async def event_stream(
     # delivered, and one committed before it is in the snapshot.
     subscription = listener.subscribe(team_id)
     try:
-        _release_request_thread()
         await listener.wait_listening(LISTEN_WAIT_SECONDS)
         shown = await listener.snapshot(team_id)
         yield shown.result.event_for(csrf_token)

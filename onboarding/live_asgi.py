@@ -23,8 +23,8 @@ What it keeps of Django's behaviour, using Django's own code for each:
 
 The reads run on the listener's reader thread (``onboarding.listener``), as before: no database
 connection per stream. Any other request, and this path with another method, goes to Django.
-``onboarding.live.progress_stream`` still serves the path when Django is reached directly (its
-WSGI refusal, Django's test client); both share the event stream itself.
+Django's own view for the path (``onboarding.live.progress_stream``) only refuses: it is reached
+when Django is served without this front (WSGI, ``runserver``, the test client).
 """
 
 from __future__ import annotations

@@ -164,13 +164,15 @@ def _handoff_plan(scheduled_priority: int) -> str:
             step.update(
                 task=spec.task_name,
                 queue=spec.queue,
-                priority={
-                    kind: spec.priority if kind_priority(kind) is None else kind_priority(kind)
-                    for kind in RunKind.values
-                },
+                priority={kind: _priority(kind, spec) for kind in RunKind.values},
             )
         plan[stage] = step
     return json.dumps(plan)
+
+
+def _priority(kind: str, spec: queue.JobSpec) -> int:
+    chosen = kind_priority(kind)
+    return spec.priority if chosen is None else chosen
 
 
 def _call(function: str, *args, wait_for_flush: bool = True) -> dict:
