@@ -336,3 +336,14 @@ class WorkerLiveness(models.Model):
 
     def __str__(self) -> str:
         return f"worker {self.worker_id} liveness"
+
+
+def from_row(model: type[models.Model], row: dict) -> models.Model:
+    """A model instance from ``to_jsonb`` of its table's row, as if the ORM had loaded it (the
+    engine's SQL functions and the e-mail job's one read return rows that way)."""
+    fields = model._meta.concrete_fields
+    return model.from_db(
+        "default",
+        [field.attname for field in fields],
+        [field.to_python(row[field.column]) for field in fields],
+    )

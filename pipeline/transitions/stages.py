@@ -19,7 +19,7 @@ from psycopg.types.json import Jsonb
 
 from onboarding.models import Team
 from pipeline import notify, queue, signals
-from pipeline.models import PipelineRun, RunKind, StageAttempt
+from pipeline.models import PipelineRun, RunKind, StageAttempt, from_row
 from pipeline.status import STAGE_ORDER, PipelineStatus, next_status
 from pipeline.transitions._common import (
     WORKER_LOST_MESSAGE,
@@ -89,8 +89,8 @@ def begin_stage(
             result["current_job_id"],
         )
         return None
-    attempt = _instance(StageAttempt, result["attempt"])
-    attempt.run = _instance(PipelineRun, result["run"])
+    attempt = from_row(StageAttempt, result["attempt"])
+    attempt.run = from_row(PipelineRun, result["run"])
     return attempt
 
 
@@ -187,16 +187,6 @@ def _call(function: str, *args, wait_for_flush: bool = True) -> dict:
         cursor.execute(f"SELECT {asynchronous}{function}({placeholders})", list(args))
         result = cursor.fetchone()[-1]
     return json.loads(result) if isinstance(result, str) else result
-
-
-def _instance(model, row: dict):
-    """A model instance from ``to_jsonb`` of its row, as if the ORM had loaded it."""
-    fields = model._meta.concrete_fields
-    return model.from_db(
-        connection.alias,
-        [field.attname for field in fields],
-        [field.to_python(row[field.column]) for field in fields],
-    )
 
 
 def retry_stage_later(attempt_id: int, user_message: str) -> None:

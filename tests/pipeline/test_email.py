@@ -6,10 +6,13 @@ from __future__ import annotations
 import datetime
 import socket
 import threading
+from typing import ClassVar
 
+import psycopg
 import pytest
 from django.contrib.auth import get_user_model
 from django.core import mail
+from django.core.mail.backends.base import BaseEmailBackend
 from django.db import connection
 from django.test import override_settings
 from procrastinate.contrib.django.models import ProcrastinateJob
@@ -21,7 +24,7 @@ from pipeline.models import EmailOutbox, Insight, PipelineRun
 from pipeline.stages import email as email_stage
 from pipeline.stages import insights, metrics
 from pipeline.status import STAGE_ORDER, PipelineStatus
-from tests.conftest import wait_for
+from tests.conftest import test_database_url, wait_for
 from tests.pipeline.prs import make_pr, run_start_after_history
 
 SITE_URL = "https://tformance.example"
@@ -186,6 +189,51 @@ def test_two_jobs_sending_one_outbox_at_once_send_one_message(
     assert errors == []
     assert len(smtp_sink.messages) == 1
     assert EmailOutbox.objects.get(pk=outbox.pk).attempts == 1
+
+
+class LockProbingBackend(BaseEmailBackend):
+    """A provider that, while it holds the message, tries to lock rows from another connection
+    the way a concurrent transition (the team's next run, a rescue) or a second send would."""
+
+    rows: ClassVar[dict[str, int]] = {}
+    seen: ClassVar[dict[str, str]] = {}
+
+    def send_messages(self, email_messages):
+        with psycopg.connect(test_database_url()) as other:
+            for table, pk in self.rows.items():
+                try:
+                    other.execute(f"SELECT 1 FROM {table} WHERE id = %s FOR UPDATE NOWAIT", [pk])
+                    self.seen[table] = "free"
+                except psycopg.errors.LockNotAvailable:
+                    self.seen[table] = "locked"
+                other.rollback()
+        return len(email_messages)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_slow_provider_holds_only_the_outbox_row_not_the_team_or_run(
+    team_with_history, repositories
+):
+    run = finish_pipeline(team_with_history, repositories)
+    LockProbingBackend.rows = {
+        "pipeline_emailoutbox": run.email.pk,
+        "onboarding_team": run.team_id,
+        "pipeline_pipelinerun": run.pk,
+    }
+    LockProbingBackend.seen = {}
+
+    with override_settings(EMAIL_BACKEND=f"{__name__}.LockProbingBackend"):
+        email_stage.send_outbox(run.email.pk, final_attempt=False)
+
+    # The outbox row stays locked through the send (a second send waits, then sees it sent);
+    # the team's transitions and the run's row are not held up by the provider.
+    assert LockProbingBackend.seen == {
+        "pipeline_emailoutbox": "locked",
+        "onboarding_team": "free",
+        "pipeline_pipelinerun": "free",
+    }
+    run.email.refresh_from_db()
+    assert run.email.status == EmailOutbox.Status.SENT
 
 
 @pytest.mark.django_db

@@ -26,6 +26,7 @@ from procrastinate.jobs import Job
 
 from pipeline import notify, queue, tasks, transitions
 from pipeline.models import PipelineRun, StageAttempt
+from pipeline.scope import Totals
 from pipeline.status import STAGE_ORDER, PipelineStatus
 from tests.conftest import test_database_url as database_url
 
@@ -146,3 +147,40 @@ def job_ids() -> list[int]:
     with connection.cursor() as cursor:
         cursor.execute("SELECT id FROM procrastinate_jobs")
         return [row[0] for row in cursor.fetchall()]
+
+
+def test_the_email_job_reads_in_one_statement_and_records_in_one_transaction(
+    quick_stages, team, admin_user, repositories
+):
+    run = transitions.start_pipeline(team, [repositories[0].pk])
+    for _ in STAGE_ORDER:
+        measured_stage_job(run)
+    # The totals the real metrics stage freezes on the run (the quick stages freeze none, and
+    # a run without them would be counted now, in a third statement).
+    PipelineRun.objects.filter(pk=run.pk).update(summary={"totals": Totals(3, 2, 1).as_json()})
+    run.refresh_from_db()
+    job = Job(
+        id=run.email.job_id,
+        queue=queue.EMAIL_JOB.queue,
+        lock=None,
+        queueing_lock=None,
+        task_name=queue.EMAIL_JOB.task_name,
+        task_kwargs={"outbox_id": run.email.pk},
+        attempts=0,
+    )
+    context = JobContext(app=app, job=job, start_timestamp=0.0, abort_reason=lambda: None)
+    wrapper = connections["default"]
+    with (
+        mock.patch.object(wrapper, "commit", wraps=wrapper.commit) as commit,
+        CaptureQueriesContext(connection) as queries,
+    ):
+        tasks.send_email(context, outbox_id=run.email.pk)
+
+    statements = [q["sql"] for q in queries if q["sql"] not in ("BEGIN", "COMMIT")]
+    # The outbox row locked with its team, run, admins, repositories and insights; the outcome.
+    assert len(statements) == 2, statements
+    assert statements[0].lstrip().startswith("SELECT") and "FOR UPDATE OF o" in statements[0]
+    assert statements[1].startswith('UPDATE "pipeline_emailoutbox"')
+    assert commit.call_count == 1
+    run.email.refresh_from_db()
+    assert (run.email.status, run.email.recipients) == ("sent", [admin_user.email])

@@ -145,7 +145,7 @@ def test_every_surface_shows_the_latest_runs_counts(member_client, team, six_rep
     assert adoption.headline in shown["page"]
 
     # The e-mail of the second run.
-    text = email_stage.build_message(second.email).body
+    text = email_stage.build_message(email_stage.read_for_sending(second.email.pk)).body
     assert f"We analysed {expected['prs']} pull requests opened or merged between" in text
     assert "in 2 repositories: echo/service-3, echo/service-4." in text
     assert (
