@@ -35,7 +35,7 @@ def hand_clock(monkeypatch) -> HandClock:
 
 
 @pytest.fixture
-def listener(transactional_db):
+def listener(transactional_db, empty_queue_after):
     conn = psycopg.connect(database_url(), autocommit=True)
     conn.execute(f"LISTEN {notify.CHANNEL}")
 
