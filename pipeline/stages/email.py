@@ -17,6 +17,7 @@ from django.core.mail import EmailMultiAlternatives
 from django.db import connection, transaction
 from django.template.loader import render_to_string
 from django.utils import timezone
+from psycopg.types.json import Jsonb
 
 from onboarding.models import Membership, Team
 from pipeline import queue
@@ -167,7 +168,7 @@ def send_outbox(outbox_id: int, *, final_attempt: bool) -> None:
         if not outbox.recipients:
             outbox.status = EmailOutbox.Status.FAILED
             outbox.error = "The team has no admin with an e-mail address."
-            outbox.save(update_fields=["recipients", "attempts", "status", "error"])
+            _record(outbox)
             error = outbox.error
         else:
             error = _send(sending, final_attempt=final_attempt)
@@ -202,14 +203,33 @@ def _send(sending: Sending, *, final_attempt: bool) -> str:
         logger.warning("e-mail for run %s failed: %s", outbox.run_id, exc.__class__.__name__)
         outbox.error = describe_error(exc)[:1000]
         outbox.status = EmailOutbox.Status.FAILED if final_attempt else EmailOutbox.Status.PENDING
-        outbox.save(update_fields=["recipients", "attempts", "status", "error"])
+        _record(outbox)
         error = outbox.error
     else:
         outbox.status = EmailOutbox.Status.SENT
         outbox.sent_at = timezone.now()
         outbox.error = ""
-        outbox.save(update_fields=["recipients", "attempts", "status", "error", "sent_at"])
+        _record(outbox)
     return error
+
+
+def _record(outbox: EmailOutbox) -> None:
+    """Write an attempt's outcome on the locked row, in the same transaction: the recipients
+    used, the attempt count, status, error and sent time (one UPDATE; as ``Model.save`` it cost
+    the job more Python than the hand-off of a stage)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "UPDATE pipeline_emailoutbox SET recipients = %s, attempts = %s, status = %s,"
+            " error = %s, sent_at = %s WHERE id = %s",
+            [
+                Jsonb(outbox.recipients),
+                outbox.attempts,
+                outbox.status,
+                outbox.error,
+                outbox.sent_at,
+                outbox.pk,
+            ],
+        )
 
 
 class EmailNotSent(Exception):

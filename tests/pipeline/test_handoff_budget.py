@@ -180,7 +180,7 @@ def test_the_email_job_reads_in_one_statement_and_records_in_one_transaction(
     # The outbox row locked with its team, run, admins, repositories and insights; the outcome.
     assert len(statements) == 2, statements
     assert statements[0].lstrip().startswith("SELECT") and "FOR UPDATE OF o" in statements[0]
-    assert statements[1].startswith('UPDATE "pipeline_emailoutbox"')
+    assert statements[1].startswith("UPDATE pipeline_emailoutbox SET")
     assert commit.call_count == 1
     run.email.refresh_from_db()
     assert (run.email.status, run.email.recipients) == ("sent", [admin_user.email])
