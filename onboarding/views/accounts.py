@@ -9,6 +9,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods
 
+from onboarding.backends import BACKEND
 from onboarding.forms import SignUpForm
 from onboarding.http import AuthenticatedHttpRequest, is_team_admin, team_of
 from onboarding.models import GitHubConnection
@@ -23,7 +24,7 @@ def signup(request: HttpRequest) -> HttpResponse:
     form = SignUpForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         user = form.save()
-        login(request, user, backend="django.contrib.auth.backends.ModelBackend")
+        login(request, user, backend=BACKEND)
         return redirect("connect_github")
     return render(request, "registration/signup.html", {"form": form})
 

@@ -23,6 +23,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from onboarding.backends import BACKEND
 from onboarding.http import AuthenticatedHttpRequest, admin_team_of, is_team_admin, team_of
 from onboarding.models import Invitation, Membership
 
@@ -142,7 +143,7 @@ def accept_invitation(request: HttpRequest, token: str) -> HttpResponse:
             invitation.used_by = user
             invitation.save(update_fields=["used_at", "used_by"])
         if form is not None:
-            login(request, user, backend="django.contrib.auth.backends.ModelBackend")
+            login(request, user, backend=BACKEND)
         messages.info(request, f"Welcome to {invitation.team.name}.")
         return redirect("home")
     context = {"invitation": invitation, "form": form}

@@ -12,8 +12,12 @@ import pytest
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.sessions.models import Session
+from django.db import connection
+from django.test import Client
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
+from onboarding import live_asgi
 from onboarding.models import Membership
 from tests.conftest import wait_for
 from tests.fixtures.live import session_cookies
@@ -88,3 +92,45 @@ def test_a_member_removed_from_the_team_is_cut_off_while_the_others_stay(
     ticks = staying.keepalives
     wait_for(lambda: staying.keepalives >= ticks + 3, timeout=5)
     assert not staying.ended.is_set()
+
+
+def stream_scope(cookies: dict[str, str]) -> dict:
+    """The ASGI scope of a browser's GET of the stream with ``cookies``."""
+    cookie = "; ".join(f"{name}={value}" for name, value in cookies.items())
+    return {
+        "type": "http",
+        "method": "GET",
+        "path": "/progress/stream/",
+        "query_string": b"",
+        "headers": [(b"cookie", cookie.encode()), (b"host", b"testserver")],
+        "server": ("testserver", 80),
+        "scheme": "http",
+    }
+
+
+def test_authorising_a_stream_reads_the_session_and_the_user_with_their_team_only(admin_user):
+    scope = stream_scope(session_cookies(admin_user))
+    connection.close()  # as on the reader thread: its connection is already open
+
+    with CaptureQueriesContext(connection) as queries:
+        answer = live_asgi.authorize_stream(scope)
+
+    assert answer.viewer is not None and answer.viewer.team_id == admin_user.membership.team_id
+    # The session row, then the user joined with their membership (onboarding.backends): a
+    # reconnect storm opens a thousand of these at once.
+    assert len(queries) == 2, [q["sql"] for q in queries]
+    assert "django_session" in queries[0]["sql"]
+    assert "onboarding_membership" in queries[1]["sql"]
+
+
+def test_a_session_logged_in_by_djangos_own_backend_still_opens_the_stream(sse_connect, admin_user):
+    """Sessions from before the membership-loading backend name Django's backend: they stay
+    valid after a deploy (nobody is logged out)."""
+    client = Client()
+    client.force_login(admin_user, backend="django.contrib.auth.backends.ModelBackend")
+    cookies = {settings.SESSION_COOKIE_NAME: client.cookies[settings.SESSION_COOKIE_NAME].value}
+
+    stream = sse_connect(cookies=cookies)
+
+    assert stream.status_code == 200
+    assert stream.next_event().event == "progress"
