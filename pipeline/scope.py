@@ -139,6 +139,8 @@ class Scope:
         )
 
     def repository_names(self) -> list[str]:
+        # The e-mail job reads the same list inside its one statement
+        # (pipeline.stages.email._read_for_sending_sql): keep the two alike.
         from onboarding.models import Repository
 
         return list(

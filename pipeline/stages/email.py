@@ -7,19 +7,21 @@ pipeline, it is recorded on the row for staff, who can re-send it from the admin
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import smtplib
 from dataclasses import dataclass
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.core.mail import EmailMultiAlternatives
 from django.db import connection, transaction
 from django.template.loader import render_to_string
 from django.utils import timezone
 from psycopg.types.json import Jsonb
 
-from onboarding.models import Membership, Team
+from onboarding.models import Membership, Repository, Team
 from pipeline import queue
 from pipeline.models import EmailOutbox, Insight, PipelineRun, from_row
 from pipeline.scope import AI_SHARE_LABEL, Scope
@@ -36,23 +38,38 @@ MORE_INSIGHTS = 3
 # e-mail job is one of the five jobs of every pipeline, and as five queries (outbox, admins,
 # repositories, insights, then the save) it cost a worker about 8 ms of Python and five round
 # trips per run, more than the four stage hand-offs together (bench/engine, issue 9).
-_READ_FOR_SENDING = """
+@functools.cache
+def _read_for_sending_sql() -> str:
+    tables = {
+        name: model._meta.db_table
+        for name, model in {
+            "outbox": EmailOutbox,
+            "team": Team,
+            "run": PipelineRun,
+            "membership": Membership,
+            "user": get_user_model(),
+            "repository": Repository,
+            "insight": Insight,
+        }.items()
+    }
+    return """
 SELECT to_jsonb(o), t.name, to_jsonb(r),
-       ARRAY(SELECT u.email FROM onboarding_membership m JOIN auth_user u ON u.id = m.user_id
+       ARRAY(SELECT u.email FROM {membership} m JOIN {user} u ON u.id = m.user_id
              WHERE m.team_id = o.team_id AND m.role = %(admin)s AND u.email <> ''
              ORDER BY u.email),
-       ARRAY(SELECT p.full_name FROM onboarding_repository p
+       -- Scope.repository_names, in this statement
+       ARRAY(SELECT p.full_name FROM {repository} p
              WHERE p.team_id = o.team_id
                AND p.id IN (SELECT jsonb_array_elements_text(r.repository_ids)::bigint)
              ORDER BY p.full_name),
-       ARRAY(SELECT to_jsonb(i) FROM pipeline_insight i WHERE i.run_id = o.run_id
+       ARRAY(SELECT to_jsonb(i) FROM {insight} i WHERE i.run_id = o.run_id
              ORDER BY i.position, i.id LIMIT %(insights)s)
-FROM pipeline_emailoutbox o
-JOIN onboarding_team t ON t.id = o.team_id
-JOIN pipeline_pipelinerun r ON r.id = o.run_id
+FROM {outbox} o
+JOIN {team} t ON t.id = o.team_id
+JOIN {run} r ON r.id = o.run_id
 WHERE o.id = %(id)s
 FOR UPDATE OF o
-"""
+""".format(**tables)
 
 
 @dataclass
@@ -72,7 +89,7 @@ def read_for_sending(outbox_id: int) -> Sending:
     gets it, one removed since does not."""
     with connection.cursor() as cursor:
         cursor.execute(
-            _READ_FOR_SENDING,
+            _read_for_sending_sql(),
             {"id": outbox_id, "admin": Membership.Role.ADMIN, "insights": 1 + MORE_INSIGHTS},
         )
         row = cursor.fetchone()
