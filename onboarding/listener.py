@@ -200,6 +200,7 @@ class Listener:
         self._slots = itertools.count()
         self._team_reads: dict[int, _TeamReads] = {}
         self._pending_snapshots: dict[int, _SharedSnapshot] = {}
+        self._shared_reads: dict[Any, tuple[float, asyncio.Future]] = {}
         self._sequence = 0
         # Keys with a reader of their own (the operations page's ALL_TEAMS).
         self._key_readers: dict[int, Callable[[int], Any]] = {}
@@ -253,6 +254,23 @@ class Listener:
     async def run_read(self, function: Callable[..., T], *args: Any) -> T:
         """Run a synchronous database read on the reader thread."""
         return await self.loop.run_in_executor(self._reader, _on_reader_thread, function, *args)
+
+    async def shared_read(
+        self, key: Any, max_age: float, function: Callable[..., T], *args: Any
+    ) -> T:
+        """``function(*args)`` on the reader thread, one read shared by every caller asking for
+        ``key`` within ``max_age`` seconds of its start (a failed read is not shared): e.g. a
+        team's members, re-checked by all of its open streams with one query."""
+        now = self.loop.time()
+        last = self._shared_reads.get(key)
+        if (
+            last is None
+            or now - last[0] >= max_age
+            or (last[1].done() and last[1].exception() is not None)
+        ):
+            last = (now, asyncio.ensure_future(self.run_read(function, *args)))
+            self._shared_reads[key] = last
+        return await asyncio.shield(last[1])
 
     async def snapshot(self, team_id: int) -> Delivery:
         """A fresh read of ``team_id`` for a new stream (its first event).

@@ -43,9 +43,7 @@ user's own team; a user without a team gets 404, an anonymous request 403.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import weakref
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -142,28 +140,14 @@ def _member_ids(team_id: int) -> frozenset[int]:
     return frozenset(Membership.objects.filter(team_id=team_id).values_list("user_id", flat=True))
 
 
-# Per listener (each lives on one event loop), per team: when the team's members were last read
-# and that read, shared by all of the team's streams.
-_member_reads: weakref.WeakKeyDictionary[Listener, dict[int, tuple[float, asyncio.Future]]] = (
-    weakref.WeakKeyDictionary()
-)
-
-
 async def is_still_member(listener: Listener, user_id: int | None, team_id: int) -> bool:
     """Whether ``user_id`` is still in ``team_id``, from a read of the team's members at most
     half a keepalive interval old: one query per team for all of its open streams, not one per
     stream (5,000 tabs re-checking one by one kept the reader busy for seconds)."""
-    reads = _member_reads.setdefault(listener, {})
-    now = listener.loop.time()
-    last = reads.get(team_id)
-    if (
-        last is None
-        or now - last[0] >= keepalive_seconds() / 2
-        or (last[1].done() and last[1].exception() is not None)
-    ):
-        last = (now, asyncio.ensure_future(listener.run_read(_member_ids, team_id)))
-        reads[team_id] = last
-    return user_id in await asyncio.shield(last[1])
+    members = await listener.shared_read(
+        ("members", team_id), keepalive_seconds() / 2, _member_ids, team_id
+    )
+    return user_id in members
 
 
 async def event_stream(

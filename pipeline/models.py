@@ -3,6 +3,8 @@ verdicts, the weekly metrics, the insights and the e-mail outbox."""
 
 from __future__ import annotations
 
+import json
+
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
@@ -338,9 +340,13 @@ class WorkerLiveness(models.Model):
         return f"worker {self.worker_id} liveness"
 
 
-def from_row(model: type[models.Model], row: dict) -> models.Model:
+def from_row(model: type[models.Model], row: dict | str) -> models.Model:
     """A model instance from ``to_jsonb`` of its table's row, as if the ORM had loaded it (the
-    engine's SQL functions and the e-mail job's one read return rows that way)."""
+    engine's SQL functions and the e-mail job's one read return rows that way). A row may come
+    as text: Django's psycopg setup hands a jsonb column over undecoded (its JSONField decodes
+    it), nested ones arrive decoded."""
+    if isinstance(row, str):
+        row = json.loads(row)
     fields = model._meta.concrete_fields
     return model.from_db(
         "default",

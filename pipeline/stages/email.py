@@ -8,7 +8,6 @@ pipeline, it is recorded on the row for staff, who can re-send it from the admin
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import smtplib
 from dataclasses import dataclass
@@ -96,17 +95,12 @@ def read_for_sending(outbox_id: int) -> Sending:
     if row is None:
         raise EmailOutbox.DoesNotExist(f"outbox {outbox_id} does not exist")
     outbox_row, team_name, run_row, admins, repositories, insight_rows = row
-    outbox = from_row(EmailOutbox, _loaded(outbox_row))
+    outbox = from_row(EmailOutbox, outbox_row)
     outbox.team = Team(pk=outbox.team_id, name=team_name)
-    outbox.run = from_row(PipelineRun, _loaded(run_row))
+    outbox.run = from_row(PipelineRun, run_row)
     outbox.run.team = outbox.team
-    insights = [from_row(Insight, _loaded(insight)) for insight in insight_rows]
+    insights = [from_row(Insight, insight) for insight in insight_rows]
     return Sending(outbox, list(admins), email_context(outbox.run, repositories, insights))
-
-
-def _loaded(value):
-    # Django's psycopg setup hands jsonb over as text (its JSONField decodes it).
-    return json.loads(value) if isinstance(value, str) else value
 
 
 def email_context(run: PipelineRun, repositories: list[str], insights: list[Insight]) -> dict:
@@ -236,8 +230,8 @@ def _record(outbox: EmailOutbox) -> None:
     the job more Python than the hand-off of a stage)."""
     with connection.cursor() as cursor:
         cursor.execute(
-            "UPDATE pipeline_emailoutbox SET recipients = %s, attempts = %s, status = %s,"
-            " error = %s, sent_at = %s WHERE id = %s",
+            f"UPDATE {EmailOutbox._meta.db_table} SET recipients = %s, attempts = %s,"
+            " status = %s, error = %s, sent_at = %s WHERE id = %s",
             [
                 Jsonb(outbox.recipients),
                 outbox.attempts,

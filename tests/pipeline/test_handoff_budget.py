@@ -37,19 +37,23 @@ pytestmark = pytest.mark.django_db(transaction=True)
 STATEMENT_BUDGET = 2
 
 
-def context_for(run: PipelineRun, job_id: int | None = None) -> JobContext:
-    run.refresh_from_db()
-    spec = queue.STAGE_JOBS[run.stage]
+def job_context(spec: queue.JobSpec, job_id: int, **task_kwargs: int) -> JobContext:
+    """What procrastinate hands a task running job ``job_id`` of ``spec`` (first attempt)."""
     job = Job(
-        id=job_id or run.current_job_id,
+        id=job_id,
         queue=spec.queue,
         lock=None,
         queueing_lock=None,
         task_name=spec.task_name,
-        task_kwargs={"run_id": run.pk},
+        task_kwargs=task_kwargs,
         attempts=0,
     )
     return JobContext(app=app, job=job, start_timestamp=0.0, abort_reason=lambda: None)
+
+
+def context_for(run: PipelineRun, job_id: int | None = None) -> JobContext:
+    run.refresh_from_db()
+    return job_context(queue.STAGE_JOBS[run.stage], job_id or run.current_job_id, run_id=run.pk)
 
 
 def measured_stage_job(run: PipelineRun) -> tuple[list[str], int]:
@@ -159,16 +163,7 @@ def test_the_email_job_reads_in_one_statement_and_records_in_one_transaction(
     # a run without them would be counted now, in a third statement).
     PipelineRun.objects.filter(pk=run.pk).update(summary={"totals": Totals(3, 2, 1).as_json()})
     run.refresh_from_db()
-    job = Job(
-        id=run.email.job_id,
-        queue=queue.EMAIL_JOB.queue,
-        lock=None,
-        queueing_lock=None,
-        task_name=queue.EMAIL_JOB.task_name,
-        task_kwargs={"outbox_id": run.email.pk},
-        attempts=0,
-    )
-    context = JobContext(app=app, job=job, start_timestamp=0.0, abort_reason=lambda: None)
+    context = job_context(queue.EMAIL_JOB, run.email.job_id, outbox_id=run.email.pk)
     wrapper = connections["default"]
     with (
         mock.patch.object(wrapper, "commit", wraps=wrapper.commit) as commit,
