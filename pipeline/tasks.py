@@ -12,7 +12,7 @@ from procrastinate.contrib.django import app
 from procrastinate.jobs import Job
 from procrastinate.retry import RetryDecision
 
-from pipeline import execution, nightly, queue, retention, transitions
+from pipeline import execution, job_connections, nightly, queue, retention, transitions
 from pipeline.errors import RescheduleStage, StageError
 from pipeline.stages import email as email_stage
 from pipeline.stages import stage_function
@@ -51,8 +51,8 @@ def user_message(stage: str, exc: BaseException) -> str:
 def run_stage_job(context: JobContext, stage: str, run_id: int) -> None:
     """Begin, run and hand off one stage; shared by the four stage tasks."""
     # Worker threads are reused across jobs, and so are their connections (the worker sets
-    # CONN_MAX_AGE): drop one the database has closed; the health check runs on first use.
-    close_old_connections()
+    # CONN_MAX_AGE): drop one the database has closed, with no round trip (job_connections).
+    job_connections.before_job()
     job = context.job
     attempt = None
     try:
@@ -150,7 +150,7 @@ def insights_stage(context: JobContext, run_id: int) -> None:
 def send_email(context: JobContext, outbox_id: int) -> None:
     """The completion e-mail: an outbox job, not a stage. Its failure never fails the
     pipeline; the outbox row records the provider's error for staff."""
-    close_old_connections()
+    job_connections.before_job()
     try:
         task = context.app.tasks[context.job.task_name]
         email_stage.send_outbox(
@@ -167,7 +167,7 @@ def rescore_outdated_catalogue(timestamp: int) -> None:
     """A team whose verdicts come from another catalogue version gets a rescore run."""
     from pipeline import rescore
 
-    close_old_connections()
+    job_connections.before_job()
     try:
         rescore.rescore_outdated_teams()
     finally:
@@ -178,7 +178,7 @@ def rescore_outdated_catalogue(timestamp: int) -> None:
 @app.task(name=retention.TASK_NAME, queue=retention.QUEUE)
 def delete_finished_jobs(timestamp: int) -> None:
     """Retention: finished jobs older than PIPELINE_JOB_RETENTION_DAYS go (pipeline.retention)."""
-    close_old_connections()
+    job_connections.before_job()
     try:
         deleted = retention.delete_finished_jobs()
         logger.info("retention: deleted %s finished jobs", deleted)
@@ -191,7 +191,7 @@ def delete_finished_jobs(timestamp: int) -> None:
 @app.periodic(cron=settings.NIGHTLY_CRON)
 @app.task(name=nightly.TICK_TASK, queue=nightly.QUEUE)
 def nightly_tick(timestamp: int) -> None:
-    close_old_connections()
+    job_connections.before_job()
     try:
         nightly.start_batch(timestamp)
     finally:
@@ -200,7 +200,7 @@ def nightly_tick(timestamp: int) -> None:
 
 @app.task(name=nightly.FAN_OUT_TASK, queue=nightly.QUEUE)
 def nightly_fan_out(batch_started: float) -> None:
-    close_old_connections()
+    job_connections.before_job()
     try:
         nightly.run_fan_out(batch_started)
     finally:

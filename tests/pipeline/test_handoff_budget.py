@@ -9,13 +9,16 @@ next job, NOTIFYs on a listening connection), so a change that adds a round trip
 fails here, deterministically, instead of showing up later as a slower benchmark.
 (procrastinate's own fetch and finish of the job run on the worker's pool and are not counted:
 they are the same for the raw procrastinate baseline. Django's health check of a reused
-connection, one ``SELECT 1`` per job, bypasses the cursor wrapper and is not counted either.)"""
+connection, a ``SELECT 1`` that bypasses the cursor wrapper, is watched separately: a job
+looks at the connection's socket instead, ``pipeline.job_connections``.)"""
 
 from __future__ import annotations
 
 import json
+import time
 from unittest import mock
 
+import django.db
 import psycopg
 import pytest
 from django.db import connection, connections
@@ -153,16 +156,20 @@ def job_ids() -> list[int]:
         return [row[0] for row in cursor.fetchall()]
 
 
-def test_the_email_job_reads_in_one_statement_and_records_in_one_transaction(
-    quick_stages, team, admin_user, repositories
-):
-    run = transitions.start_pipeline(team, [repositories[0].pk])
+def completed_onboarding(team, repository) -> PipelineRun:
+    """An onboarding run through its four stages, its e-mail queued."""
+    run = transitions.start_pipeline(team, [repository.pk])
     for _ in STAGE_ORDER:
         measured_stage_job(run)
     # The totals the real metrics stage freezes on the run (the quick stages freeze none, and
-    # a run without them would be counted now, in a third statement).
+    # a run without them would be counted now, in another statement).
     PipelineRun.objects.filter(pk=run.pk).update(summary={"totals": Totals(3, 2, 1).as_json()})
     run.refresh_from_db()
+    return run
+
+
+def measured_email_job(run: PipelineRun) -> tuple[list[str], int]:
+    """Run the run's e-mail job as a worker would; (SQL statements, commits)."""
     context = job_context(queue.EMAIL_JOB, run.email.job_id, outbox_id=run.email.pk)
     wrapper = connections["default"]
     with (
@@ -170,12 +177,111 @@ def test_the_email_job_reads_in_one_statement_and_records_in_one_transaction(
         CaptureQueriesContext(connection) as queries,
     ):
         tasks.send_email(context, outbox_id=run.email.pk)
-
     statements = [q["sql"] for q in queries if q["sql"] not in ("BEGIN", "COMMIT")]
-    # The outbox row locked with its team, run, admins, repositories and insights; the outcome.
-    assert len(statements) == 2, statements
-    assert statements[0].lstrip().startswith("SELECT") and "FOR UPDATE OF o" in statements[0]
-    assert statements[1].startswith("UPDATE pipeline_emailoutbox SET")
-    assert commit.call_count == 1
-    run.email.refresh_from_db()
-    assert (run.email.status, run.email.recipients) == ("sent", [admin_user.email])
+    return statements, commit.call_count
+
+
+@pytest.fixture
+def kept_connection():
+    """Django's connection kept across jobs, as the worker keeps its job threads' ones."""
+    connection.close()
+    connection.settings_dict["CONN_MAX_AGE"] = 300
+    yield connection
+    connection.settings_dict["CONN_MAX_AGE"] = 0
+    connection.close()
+
+
+def terminate_from_the_server(wrapper) -> None:
+    """End ``wrapper``'s session from another connection, as a restart or an operator would,
+    and wait (bounded) until the server has closed it."""
+    with wrapper.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        (pid,) = cursor.fetchone()
+    with psycopg.connect(database_url(), autocommit=True) as other:
+        other.execute("SELECT pg_terminate_backend(%s)", [pid])
+        deadline = time.monotonic() + 10
+        while other.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", [pid]).fetchone():
+            assert time.monotonic() < deadline, "the backend did not end"
+            time.sleep(0.05)
+
+
+def test_a_kept_connection_costs_no_health_check_round_trip_before_a_job(
+    quick_stages, team, repositories, kept_connection
+):
+    run = transitions.start_pipeline(team, [repositories[0].pk])
+    measured_stage_job(run)  # the connection is now open and kept
+    context = context_for(run)
+    django.db.close_old_connections()  # as every job ends (Django's check is due again)
+    with (
+        mock.patch.object(connection, "is_usable", wraps=connection.is_usable) as select_one,
+        CaptureQueriesContext(connection) as queries,
+    ):
+        tasks.run_stage_job(context, run.stage, run.pk)
+    # Django's check would have spent a SELECT 1 before the job's first statement.
+    assert select_one.call_count == 0
+    assert len(queries) == STATEMENT_BUDGET
+    run.refresh_from_db()
+    assert run.stage == STAGE_ORDER[2]
+
+
+def test_a_stage_job_on_a_connection_the_server_closed_reconnects_before_it_begins(
+    quick_stages, team, repositories, kept_connection
+):
+    run = transitions.start_pipeline(team, [repositories[0].pk])
+    measured_stage_job(run)
+    context = context_for(run)
+    terminate_from_the_server(connection)
+
+    tasks.run_stage_job(context, run.stage, run.pk)
+
+    run.refresh_from_db()
+    assert run.stage == STAGE_ORDER[2]
+    # No attempt failed on the dead connection: one succeeded attempt per stage so far.
+    assert sorted(run.attempts.values_list("stage", "outcome")) == sorted(
+        [(STAGE_ORDER[0], "succeeded"), (STAGE_ORDER[1], "succeeded")]
+    )
+
+
+def test_the_email_job_reads_in_one_statement_and_records_in_one_transaction(
+    quick_stages, team, admin_user, repositories, kept_connection
+):
+    first = completed_onboarding(team, repositories[0])
+    statements, commits = measured_email_job(first)
+    # A connection's first e-mail prepares the read; the read locks the outbox row with its
+    # team, run, admins, repositories and insights; then the outcome.
+    assert len(statements) == 3, statements
+    assert statements[0].startswith("PREPARE pipeline_email_read_v1")
+    assert "FOR UPDATE OF o" in statements[0]
+    assert statements[1].startswith("EXECUTE pipeline_email_read_v1(")
+    assert statements[2].startswith("UPDATE pipeline_emailoutbox SET")
+    assert commits == 1
+    first.email.refresh_from_db()
+    assert (first.email.status, first.email.recipients) == ("sent", [admin_user.email])
+
+    # Every later e-mail on that connection: the read and the outcome, nothing else.
+    second = completed_onboarding(team, repositories[0])
+    statements, commits = measured_email_job(second)
+    assert [statement.split("(")[0].split(" SET")[0] for statement in statements] == [
+        "EXECUTE pipeline_email_read_v1",
+        "UPDATE pipeline_emailoutbox",
+    ]
+    assert commits == 1
+    second.email.refresh_from_db()
+    assert second.email.status == "sent"
+
+
+def test_an_email_job_on_a_connection_the_server_closed_prepares_its_read_again(
+    quick_stages, team, admin_user, repositories, kept_connection
+):
+    first = completed_onboarding(team, repositories[0])
+    measured_email_job(first)
+    second = completed_onboarding(team, repositories[0])
+    assert second.email.status == "pending"  # loaded now: the job is the next to use the connection
+    # The server ends the session (a restart, an operator): its prepared statement goes too.
+    terminate_from_the_server(connection)
+
+    statements, _ = measured_email_job(second)
+
+    assert statements[0].startswith("PREPARE pipeline_email_read_v1")
+    second.email.refresh_from_db()
+    assert (second.email.status, second.email.recipients) == ("sent", [admin_user.email])

@@ -24,8 +24,9 @@ any other worker still does, and procrastinate defers each tick once whichever w
 The tests' workers run with it, so a wall-clock schedule (procrastinate also defers a tick it
 missed by up to ten minutes when a worker starts) never starts work in the middle of a test.
 
-Database connections: job threads keep theirs across jobs (WORKER_CONN_MAX_AGE, with Django's
-health check before reuse), instead of a new connection per job.
+Database connections: job threads keep theirs across jobs (WORKER_CONN_MAX_AGE), instead of a
+new connection per job; before each job, one the server closed is dropped, by a look at its
+socket rather than Django's ``SELECT 1`` (``pipeline.job_connections``).
 """
 
 from __future__ import annotations
