@@ -13,10 +13,11 @@ import smtplib
 import weakref
 from dataclasses import dataclass
 
+import psycopg.errors
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.mail import EmailMultiAlternatives
-from django.db import connection, transaction
+from django.db import DatabaseError, connection, transaction
 from django.template.loader import render_to_string
 from django.utils import timezone
 from psycopg.types.json import Jsonb
@@ -92,10 +93,17 @@ def _execute_read(cursor, outbox_id: int) -> None:
             f"PREPARE {READ_STATEMENT} (bigint, text, integer) AS {_read_for_sending_sql()}"
         )
         _prepared_on.add(raw_connection)
-    cursor.execute(
-        f"EXECUTE {READ_STATEMENT}(%s, %s, %s)",
-        [outbox_id, Membership.Role.ADMIN.value, 1 + MORE_INSIGHTS],
-    )
+    try:
+        cursor.execute(
+            f"EXECUTE {READ_STATEMENT}(%s, %s, %s)",
+            [outbox_id, Membership.Role.ADMIN.value, 1 + MORE_INSIGHTS],
+        )
+    except DatabaseError as exc:
+        if isinstance(exc.__cause__, psycopg.errors.InvalidSqlStatementName):
+            # Gone from the session (a DEALLOCATE, or a pooler that swaps server sessions):
+            # this job fails and is retried, and its retry prepares the statement again.
+            _prepared_on.discard(raw_connection)
+        raise
 
 
 @dataclass

@@ -285,3 +285,23 @@ def test_an_email_job_on_a_connection_the_server_closed_prepares_its_read_again(
     assert statements[0].startswith("PREPARE pipeline_email_read_v1")
     second.email.refresh_from_db()
     assert (second.email.status, second.email.recipients) == ("sent", [admin_user.email])
+
+
+def test_an_email_whose_prepared_read_went_missing_fails_once_and_sends_on_its_retry(
+    quick_stages, team, admin_user, repositories, kept_connection
+):
+    first = completed_onboarding(team, repositories[0])
+    measured_email_job(first)
+    second = completed_onboarding(team, repositories[0])
+    with connection.cursor() as cursor:
+        cursor.execute("DEALLOCATE pipeline_email_read_v1")  # as a pooler's session swap would
+
+    with pytest.raises(django.db.DatabaseError, match="pipeline_email_read_v1"):
+        measured_email_job(second)
+    second.email.refresh_from_db()
+    assert (second.email.status, second.email.attempts) == ("pending", 0)  # nothing recorded
+
+    statements, _ = measured_email_job(second)  # procrastinate's retry of the job
+    assert statements[0].startswith("PREPARE pipeline_email_read_v1")
+    second.email.refresh_from_db()
+    assert (second.email.status, second.email.recipients) == ("sent", [admin_user.email])
