@@ -15,7 +15,6 @@ looks at the connection's socket instead, ``pipeline.job_connections``.)"""
 from __future__ import annotations
 
 import json
-import time
 from unittest import mock
 
 import django.db
@@ -32,6 +31,7 @@ from pipeline.models import PipelineRun, StageAttempt
 from pipeline.scope import Totals
 from pipeline.status import STAGE_ORDER, PipelineStatus
 from tests.conftest import test_database_url as database_url
+from tests.conftest import wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -182,12 +182,14 @@ def measured_email_job(run: PipelineRun) -> tuple[list[str], int]:
 
 
 @pytest.fixture
-def kept_connection():
-    """Django's connection kept across jobs, as the worker keeps its job threads' ones."""
+def kept_connection(settings):
+    """Django's connection kept across jobs, as the worker keeps its job threads' ones (the
+    worker command sets CONN_MAX_AGE to WORKER_CONN_MAX_AGE)."""
+    before = connection.settings_dict["CONN_MAX_AGE"]
     connection.close()
-    connection.settings_dict["CONN_MAX_AGE"] = 300
+    connection.settings_dict["CONN_MAX_AGE"] = settings.WORKER_CONN_MAX_AGE
     yield connection
-    connection.settings_dict["CONN_MAX_AGE"] = 0
+    connection.settings_dict["CONN_MAX_AGE"] = before
     connection.close()
 
 
@@ -199,10 +201,13 @@ def terminate_from_the_server(wrapper) -> None:
         (pid,) = cursor.fetchone()
     with psycopg.connect(database_url(), autocommit=True) as other:
         other.execute("SELECT pg_terminate_backend(%s)", [pid])
-        deadline = time.monotonic() + 10
-        while other.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", [pid]).fetchone():
-            assert time.monotonic() < deadline, "the backend did not end"
-            time.sleep(0.05)
+
+        def backend_ended() -> bool:
+            """the terminated backend left pg_stat_activity"""
+            query = "SELECT 1 FROM pg_stat_activity WHERE pid = %s"
+            return other.execute(query, [pid]).fetchone() is None
+
+        wait_for(backend_ended, timeout=10, interval=0.05)
 
 
 def test_a_kept_connection_costs_no_health_check_round_trip_before_a_job(
